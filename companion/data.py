@@ -1,0 +1,185 @@
+"""MNIST, found or downloaded with a clear error when it cannot be, and patches.
+
+Where the data is looked for (first match wins):
+    1. the ``root`` argument,
+    2. the environment variable ``COMPANION_DATA``,
+    3. a per-user cache folder (``$XDG_CACHE_HOME`` or ``~/.cache``, then ``transformers-that-train``).
+Inside that root the layout is torchvision's: ``<root>/MNIST/raw/train-images-idx3-ubyte`` etc.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from einops import rearrange
+from torch import Tensor
+from torch.utils.data import DataLoader, TensorDataset
+
+# Mean and std of the pixel values (scaled to [0, 1]) over the full 60,000-image MNIST
+# training set; chapter 5 recomputes them from the data.
+MNIST_MEAN = 0.1307
+MNIST_STD = 0.3081
+MNIST_CLASSES = 10
+MNIST_FULL_TRAIN_SIZE = 60_000
+ENV_VAR = "COMPANION_DATA"
+RAW_FILES = {
+    True: ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    False: ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+
+class MNISTNotFoundError(FileNotFoundError):
+    """MNIST is not on disk and could not be downloaded."""
+
+
+def default_root() -> Path:
+    """The per-user cache folder used when neither ``root`` nor ``COMPANION_DATA`` is given."""
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "transformers-that-train"
+
+
+def resolve_root(root: str | os.PathLike | None = None) -> Path:
+    """``root`` argument > ``$COMPANION_DATA`` > :func:`default_root`."""
+    if root is not None:
+        return Path(root).expanduser()
+    if os.environ.get(ENV_VAR):
+        return Path(os.environ[ENV_VAR]).expanduser()
+    return default_root()
+
+
+def standard_transform():
+    """PIL image -> ``[1, 28, 28]`` float tensor, normalised with :data:`MNIST_MEAN`/:data:`MNIST_STD`."""
+    from torchvision import transforms
+
+    return transforms.Compose([transforms.ToTensor(), transforms.Normalize((MNIST_MEAN,), (MNIST_STD,))])
+
+
+def _missing(root: Path, train: bool) -> list[Path]:
+    raw = root / "MNIST" / "raw"
+    return [raw / name for name in RAW_FILES[train] if not (raw / name).is_file()]
+
+
+def _not_found(root: Path, train: bool, reason: str) -> MNISTNotFoundError:
+    missing = _missing(root, train)
+    hint = ""
+    if (root / "raw" / RAW_FILES[train][0]).is_file() or (root / RAW_FILES[train][0]).is_file():
+        hint = (
+            f"\nIt looks like {root} is the MNIST (or MNIST/raw) folder itself: point at the folder "
+            "that CONTAINS 'MNIST/'."
+        )
+    return MNISTNotFoundError(
+        f"MNIST {'training' if train else 'test'} data not found: {reason}.\n"
+        f"Looked in {root / 'MNIST' / 'raw'} for: {', '.join(p.name for p in missing)}.\n"
+        f"Fix it in one of these ways:\n"
+        f"  - connect to the internet and call again with download=True (torchvision fetches it), or\n"
+        f"  - set {ENV_VAR}=/path/to/folder (or pass root=...) where /path/to/folder/MNIST/raw/ "
+        f"holds the four unpacked IDX files.{hint}"
+    )
+
+
+def mnist(train: bool, root: str | os.PathLike | None = None, download: bool = True, transform=None):
+    """The torchvision MNIST dataset, with the standard normalisation unless ``transform`` is given.
+
+    Items are ``(image [1, 28, 28] float, label int)``. Raises :class:`MNISTNotFoundError`
+    (saying where it looked and how to fix it) when the files are absent and cannot be downloaded.
+    """
+    from torchvision.datasets import MNIST
+
+    root = resolve_root(root)
+    transform = standard_transform() if transform is None else transform
+    if _missing(root, train):
+        if not download:
+            raise _not_found(root, train, "the files are missing and download=False")
+        try:
+            return MNIST(str(root), train=train, download=True, transform=transform)
+        except Exception as exc:  # urllib/HTTP/SSL/OSError/RuntimeError from torchvision's downloader
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise _not_found(root, train, f"the download failed ({type(exc).__name__}: {first_line})") from None
+    return MNIST(str(root), train=train, download=False, transform=transform)
+
+
+def to_tensors(dataset) -> tuple[Tensor, Tensor]:
+    """A torchvision MNIST -> ``(images [N, 1, 28, 28] float32 normalised, labels [N] int64)``.
+
+    Much faster than iterating the dataset (no PIL round trip); same values as
+    :func:`standard_transform`.
+    """
+    images = (dataset.data.float().div(255.0) - MNIST_MEAN) / MNIST_STD  # [N, 28, 28]
+    return images.unsqueeze(1), dataset.targets.clone()
+
+
+def describe(dataset) -> str:
+    """One line saying which MNIST a dataset is: the offline subset or the full download."""
+    n = len(dataset)
+    if dataset.train:
+        kind = "full training set" if n == MNIST_FULL_TRAIN_SIZE else f"offline subset of the {MNIST_FULL_TRAIN_SIZE:,}-image training set"
+        return f"MNIST train: {n:,} images ({kind})"
+    return f"MNIST test: {n:,} images (the standard test set)" if n == 10_000 else f"MNIST test: {n:,} images"
+
+
+@dataclass
+class MNISTLoaders:
+    """Batches of ``(images [batch, 1, 28, 28], labels [batch])``; ``val`` is None unless requested."""
+
+    train: DataLoader
+    val: DataLoader | None
+    test: DataLoader
+    info: str  # which data this is, e.g. "MNIST train: 5,000 images (offline subset ...); ..."
+
+
+def mnist_loaders(
+    batch_size: int = 128,
+    root: str | os.PathLike | None = None,
+    download: bool = True,
+    val_size: int = 0,
+    eval_batch_size: int = 1000,
+    seed: int = 0,
+) -> MNISTLoaders:
+    """Train/validation/test loaders over in-memory normalised tensors.
+
+    ``val_size`` images are held out of the training set (a fixed, seeded split) for
+    validation; the test set is never used for choices. The training order is shuffled
+    by a generator seeded with ``seed``, so two calls give the same batches.
+    """
+    if batch_size <= 0 or eval_batch_size <= 0:
+        raise ValueError(f"batch sizes must be positive, got batch_size={batch_size}, eval_batch_size={eval_batch_size}")
+    train_set, test_set = mnist(True, root, download), mnist(False, root, download)
+    info = f"{describe(train_set)}; {describe(test_set)}"
+    x_train, y_train = to_tensors(train_set)
+    x_test, y_test = to_tensors(test_set)
+    if not 0 <= val_size < len(x_train):
+        raise ValueError(f"val_size must be in [0, {len(x_train)}), got {val_size}")
+    val = None
+    if val_size:
+        order = torch.randperm(len(x_train), generator=torch.Generator().manual_seed(seed))
+        val_idx, train_idx = order[:val_size], order[val_size:]
+        val = DataLoader(TensorDataset(x_train[val_idx], y_train[val_idx]), batch_size=eval_batch_size)
+        x_train, y_train = x_train[train_idx], y_train[train_idx]
+    train = DataLoader(
+        TensorDataset(x_train, y_train),
+        batch_size=batch_size,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(seed),
+    )
+    test = DataLoader(TensorDataset(x_test, y_test), batch_size=eval_batch_size)
+    if val_size:
+        info += f"; {val_size:,} training images held out for validation"
+    return MNISTLoaders(train, val, test, info)
+
+
+def patchify(images: Tensor, patch_size: int) -> Tensor:
+    """Cut images into non-overlapping square patches, row by row.
+
+    ``[batch, C, H, W]`` -> ``[batch, (H/p)*(W/p), p*p*C]``; patch ``i`` is at grid row
+    ``i // (W/p)``, column ``i % (W/p)``, and its pixels are flattened row-major,
+    channels last (``(p1 p2 c)``).
+    """
+    if images.dim() != 4:
+        raise ValueError(f"images must be [batch, channels, height, width], got shape {tuple(images.shape)}")
+    h, w = images.shape[-2:]
+    if patch_size <= 0 or h % patch_size or w % patch_size:
+        raise ValueError(f"image size {h}x{w} is not divisible by patch_size={patch_size}")
+    return rearrange(images, "b c (gh p1) (gw p2) -> b (gh gw) (p1 p2 c)", p1=patch_size, p2=patch_size)

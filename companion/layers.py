@@ -1,0 +1,139 @@
+"""The small layers a transformer is built from, each written out.
+
+Shapes: tokens are ``[batch, tokens, dim]``; images are ``[batch, channels, height, width]``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+from .data import patchify
+
+
+class LayerNorm(nn.Module):
+    """Normalise each token's features to mean 0, variance 1, then scale and shift.
+
+    y = (x - mean(x)) / sqrt(var(x) + eps) * weight + bias, statistics over the last dim
+    (biased variance, as ``nn.LayerNorm``).
+    """
+
+    def __init__(self, dim: int, eps: float = 1e-5):
+        super().__init__()
+        self.dim, self.eps = dim, eps
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.bias = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: ``[..., dim]`` -> ``[..., dim]``."""
+        if x.shape[-1] != self.dim:
+            raise ValueError(f"LayerNorm(dim={self.dim}) got input with last dim {x.shape[-1]} (shape {tuple(x.shape)})")
+        mean = x.mean(dim=-1, keepdim=True)  # [..., 1]
+        var = x.var(dim=-1, keepdim=True, unbiased=False)  # [..., 1]
+        return (x - mean) / torch.sqrt(var + self.eps) * self.weight + self.bias
+
+    def extra_repr(self) -> str:
+        return f"{self.dim}, eps={self.eps}"
+
+
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {"gelu": nn.GELU, "relu": nn.ReLU}
+
+
+class FeedForward(nn.Module):
+    """Position-wise MLP: Linear(dim -> hidden) -> activation -> dropout -> Linear(hidden -> dim).
+
+    Applied to every token independently; it holds about 2/3 of a block's parameters
+    when ``hidden_dim = 4 * dim``.
+    """
+
+    def __init__(self, dim: int, hidden_dim: int, dropout: float = 0.0, activation: str = "gelu"):
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+        self.net = nn.Sequential(
+            nn.Linear(dim, hidden_dim),  # [batch, tokens, hidden_dim]
+            ACTIVATIONS[activation](),
+            nn.Dropout(dropout),
+            nn.Linear(hidden_dim, dim),  # [batch, tokens, dim]
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: ``[batch, tokens, dim]`` -> ``[batch, tokens, dim]``."""
+        return self.net(x)
+
+
+def sinusoidal_table(max_len: int, dim: int) -> Tensor:
+    """PE[pos, 2i] = sin(pos / 10000^(2i/dim)), PE[pos, 2i+1] = cos(pos / 10000^(2i/dim)).
+
+    Returns ``[max_len, dim]``.
+    """
+    pos = torch.arange(max_len, dtype=torch.float32)[:, None]  # [max_len, 1]
+    freq = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))  # [ceil(dim/2)]
+    table = torch.zeros(max_len, dim)
+    table[:, 0::2] = torch.sin(pos * freq)
+    table[:, 1::2] = torch.cos(pos * freq[: dim // 2])
+    return table
+
+
+class SinusoidalPositionalEncoding(nn.Module):
+    """Adds the fixed sin/cos position table of "Attention Is All You Need" to the tokens."""
+
+    pe: Tensor
+
+    def __init__(self, dim: int, max_len: int = 1024):
+        super().__init__()
+        self.dim, self.max_len = dim, max_len
+        self.register_buffer("pe", sinusoidal_table(max_len, dim), persistent=False)  # [max_len, dim]
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: ``[batch, tokens, dim]`` -> ``x + PE[:tokens]``, same shape."""
+        if x.dim() != 3 or x.shape[-1] != self.dim:
+            raise ValueError(f"expected [batch, tokens, {self.dim}], got shape {tuple(x.shape)}")
+        if x.shape[1] > self.max_len:
+            raise ValueError(f"sequence of {x.shape[1]} tokens is longer than max_len={self.max_len}; raise max_len")
+        return x + self.pe[: x.shape[1]]
+
+
+def _pair(size: int | tuple[int, int]) -> tuple[int, int]:
+    return (size, size) if isinstance(size, int) else tuple(size)  # type: ignore[return-value]
+
+
+class PatchEmbedding(nn.Module):
+    """Cut images into non-overlapping ``patch_size`` squares and map each to a ``dim`` vector.
+
+    ``[batch, C, H, W]`` --patchify--> ``[batch, (H/p)(W/p), p*p*C]`` --Linear--> ``[batch, num_patches, dim]``.
+    """
+
+    def __init__(self, image_size: int | tuple[int, int], patch_size: int, in_channels: int, dim: int):
+        super().__init__()
+        h, w = _pair(image_size)
+        if patch_size <= 0 or h % patch_size or w % patch_size:
+            raise ValueError(
+                f"image_size {h}x{w} is not divisible by patch_size={patch_size}: the image must be "
+                f"cut into whole patches. Choose a patch_size that divides both "
+                f"(for {h}x{w}: {[p for p in range(1, min(h, w) + 1) if h % p == 0 and w % p == 0]}), "
+                f"or pad/resize the images."
+            )
+        self.image_size, self.patch_size, self.in_channels = (h, w), patch_size, in_channels
+        self.grid = (h // patch_size, w // patch_size)
+        self.num_patches = self.grid[0] * self.grid[1]
+        self.proj = nn.Linear(patch_size * patch_size * in_channels, dim)
+
+    def forward(self, images: Tensor) -> Tensor:
+        """images: ``[batch, C, H, W]`` -> tokens ``[batch, num_patches, dim]``."""
+        if images.dim() != 4:
+            raise ValueError(
+                f"images must be [batch, channels, height, width] (rank 4), got shape {tuple(images.shape)}; "
+                "for one image use images.unsqueeze(0)"
+            )
+        if images.shape[1] != self.in_channels:
+            raise ValueError(
+                f"expected {self.in_channels} input channel(s), got {images.shape[1]} (shape {tuple(images.shape)}); "
+                "is the batch channels-last ([B, H, W, C])? Use images.permute(0, 3, 1, 2)"
+            )
+        if tuple(images.shape[2:]) != self.image_size:
+            raise ValueError(f"expected {self.image_size[0]}x{self.image_size[1]} images, got {images.shape[2]}x{images.shape[3]}")
+        return self.proj(patchify(images, self.patch_size))
