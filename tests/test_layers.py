@@ -15,15 +15,20 @@ def shifted_input():
     return torch.randn(4, 7, 16) * 3 + torch.linspace(-5, 5, 7)[None, :, None]
 
 
-def test_layernorm_matches_torch_after_copying_weights():
-    ours, theirs = LayerNorm(16), nn.LayerNorm(16)
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "written-out"])
+def test_layernorm_matches_torch_after_copying_weights(fused):
+    ours, theirs = LayerNorm(16, fused=fused), nn.LayerNorm(16)
     with torch.no_grad():
         theirs.weight.normal_()
         theirs.bias.normal_()
         ours.weight.copy_(theirs.weight)
         ours.bias.copy_(theirs.bias)
-    x = shifted_input()
+    x = shifted_input().requires_grad_()
     assert_close(ours(x), theirs(x))
+    assert_close(ours.written_out(x), theirs(x))
+    (g_ours,) = torch.autograd.grad(ours(x).sin().sum(), x)
+    (g_theirs,) = torch.autograd.grad(theirs(x).sin().sum(), x)
+    assert_close(g_ours, g_theirs)
 
 
 def test_layernorm_output_statistics_per_token():
