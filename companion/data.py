@@ -137,12 +137,15 @@ def mnist_loaders(
     val_size: int = 0,
     eval_batch_size: int = 1000,
     seed: int = 0,
+    train_limit: int | None = None,
+    test_limit: int | None = None,
 ) -> MNISTLoaders:
     """Train/validation/test loaders over in-memory normalised tensors.
 
     ``val_size`` images are held out of the training set (a fixed, seeded split) for
     validation; the test set is never used for choices. The training order is shuffled
     by a generator seeded with ``seed``, so two calls give the same batches.
+    ``train_limit``/``test_limit`` keep only the first N images (quick experiments, smoke tests).
     """
     if batch_size <= 0 or eval_batch_size <= 0:
         raise ValueError(f"batch sizes must be positive, got batch_size={batch_size}, eval_batch_size={eval_batch_size}")
@@ -158,6 +161,15 @@ def mnist_loaders(
         val_idx, train_idx = order[:val_size], order[val_size:]
         val = DataLoader(TensorDataset(x_train[val_idx], y_train[val_idx]), batch_size=eval_batch_size)
         x_train, y_train = x_train[train_idx], y_train[train_idx]
+    for name, limit in (("train_limit", train_limit), ("test_limit", test_limit)):
+        if limit is not None and limit <= 0:
+            raise ValueError(f"{name} must be positive, got {limit}")
+    if train_limit is not None and train_limit < len(x_train):
+        x_train, y_train = x_train[:train_limit], y_train[:train_limit]
+        info += f"; only the first {train_limit:,} training images used"
+    if test_limit is not None and test_limit < len(x_test):
+        x_test, y_test = x_test[:test_limit], y_test[:test_limit]
+        info += f"; only the first {test_limit:,} test images used"
     train = DataLoader(
         TensorDataset(x_train, y_train),
         batch_size=batch_size,

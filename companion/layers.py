@@ -112,6 +112,22 @@ def _pair(size: int | tuple[int, int]) -> tuple[int, int]:
     return (size, size) if isinstance(size, int) else tuple(size)  # type: ignore[return-value]
 
 
+def _check_images(images: Tensor, in_channels: int, image_size: tuple[int, int]) -> None:
+    """Raise a ValueError that names the problem when ``images`` is not ``[batch, C, H, W]`` as configured."""
+    if images.dim() != 4:
+        raise ValueError(
+            f"images must be [batch, channels, height, width] (rank 4), got shape {tuple(images.shape)}; "
+            "for one image use images.unsqueeze(0)"
+        )
+    if images.shape[1] != in_channels:
+        raise ValueError(
+            f"expected {in_channels} input channel(s), got {images.shape[1]} (shape {tuple(images.shape)}); "
+            "is the batch channels-last ([B, H, W, C])? Use images.permute(0, 3, 1, 2)"
+        )
+    if tuple(images.shape[2:]) != image_size:
+        raise ValueError(f"expected {image_size[0]}x{image_size[1]} images, got {images.shape[2]}x{images.shape[3]}")
+
+
 class PatchEmbedding(nn.Module):
     """Cut images into non-overlapping ``patch_size`` squares and map each to a ``dim`` vector.
 
@@ -135,16 +151,39 @@ class PatchEmbedding(nn.Module):
 
     def forward(self, images: Tensor) -> Tensor:
         """images: ``[batch, C, H, W]`` -> tokens ``[batch, num_patches, dim]``."""
-        if images.dim() != 4:
-            raise ValueError(
-                f"images must be [batch, channels, height, width] (rank 4), got shape {tuple(images.shape)}; "
-                "for one image use images.unsqueeze(0)"
-            )
-        if images.shape[1] != self.in_channels:
-            raise ValueError(
-                f"expected {self.in_channels} input channel(s), got {images.shape[1]} (shape {tuple(images.shape)}); "
-                "is the batch channels-last ([B, H, W, C])? Use images.permute(0, 3, 1, 2)"
-            )
-        if tuple(images.shape[2:]) != self.image_size:
-            raise ValueError(f"expected {self.image_size[0]}x{self.image_size[1]} images, got {images.shape[2]}x{images.shape[3]}")
+        _check_images(images, self.in_channels, self.image_size)
         return self.proj(patchify(images, self.patch_size))
+
+
+class ConvStem(nn.Module):
+    """Tokens from a few stride-2 3x3 convolutions instead of cutting hard patches.
+
+    ``log2(patch_size)`` convolutions each halve the resolution, so the token grid is the
+    same as :class:`PatchEmbedding`'s (``[batch, (H/p)(W/p), dim]``), but each token sees
+    overlapping neighbourhoods: the small-data trick of "Early convolutions help
+    transformers see better" (Xiao et al., 2021) and of compact transformers (Hassani et al., 2021).
+    """
+
+    def __init__(self, image_size: int | tuple[int, int], patch_size: int, in_channels: int, dim: int):
+        super().__init__()
+        h, w = _pair(image_size)
+        n_convs = patch_size.bit_length() - 1
+        if patch_size < 2 or patch_size != 2**n_convs:
+            raise ValueError(f"the conv stem needs a power-of-two patch_size (2, 4, 8, ...), got {patch_size}")
+        if h % patch_size or w % patch_size:
+            raise ValueError(f"image_size {h}x{w} is not divisible by patch_size={patch_size}")
+        self.image_size, self.patch_size, self.in_channels = (h, w), patch_size, in_channels
+        self.grid = (h // patch_size, w // patch_size)
+        self.num_patches = self.grid[0] * self.grid[1]
+        widths = [in_channels] + [max(dim // 2 ** (n_convs - 1 - i), 8) for i in range(n_convs - 1)] + [dim]
+        layers: list[nn.Module] = []
+        for i, (c_in, c_out) in enumerate(zip(widths, widths[1:])):
+            layers.append(nn.Conv2d(c_in, c_out, kernel_size=3, stride=2, padding=1))  # halves H and W
+            if i < n_convs - 1:
+                layers.append(nn.GELU())
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, images: Tensor) -> Tensor:
+        """images ``[batch, C, H, W]`` -> tokens ``[batch, (H/p)(W/p), dim]``."""
+        _check_images(images, self.in_channels, self.image_size)
+        return self.net(images).flatten(2).transpose(1, 2)  # [batch, dim, H/p, W/p] -> [batch, tokens, dim]

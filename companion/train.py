@@ -109,6 +109,8 @@ def fit(
     val_loader: Iterable | None = None,
     device: torch.device | str | None = None,
     progress: bool = True,
+    augment: Callable[[Tensor], Tensor] | None = None,
+    amp: bool = False,
 ) -> History:
     """Train ``model`` for ``epochs`` passes over ``train_loader``.
 
@@ -120,6 +122,9 @@ def fit(
         val_loader: evaluated after every epoch when given.
         device: defaults to :func:`default_device`; the model is moved there.
         progress: show a text progress bar per epoch (on stderr).
+        augment: applied to each training batch of inputs after it is moved to ``device``
+            (e.g. :class:`companion.augment.RandomAffine`); never to validation batches.
+        amp: on CUDA, run forward and loss in bfloat16 autocast (mixed precision); ignored elsewhere.
 
     Returns:
         a :class:`History` with one entry per epoch.
@@ -147,8 +152,11 @@ def fit(
         )
         for inputs, targets in bar:
             inputs, targets = inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
-            logits = model(inputs)  # [batch, classes]
-            loss = loss_fn(logits, targets)
+            if augment is not None:
+                inputs = augment(inputs)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
+                logits = model(inputs)  # [batch, classes]
+                loss = loss_fn(logits, targets)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -1,7 +1,7 @@
 """Vision Transformer (Dosovitskiy et al., 2021) built from the companion's own pieces.
 
     images [batch, C, H, W]
-      -> PatchEmbedding            [batch, patches, dim]
+      -> PatchEmbedding / ConvStem [batch, patches, dim]
       -> prepend CLS token         [batch, 1 + patches, dim]   (pool="cls" only)
       -> + learned positions       [batch, tokens, dim]
       -> Encoder (pre-norm)        [batch, tokens, dim]
@@ -17,12 +17,16 @@ import torch
 from torch import Tensor, nn
 
 from .encoder import Encoder
-from .layers import PatchEmbedding, _pair
+from .layers import ConvStem, PatchEmbedding, _pair
 
 
 @dataclass
 class ViTConfig:
-    """Hyper-parameters of a :class:`ViT`; the defaults are the book's MNIST model."""
+    """Hyper-parameters of a :class:`ViT`.
+
+    The defaults are the textbook ViT for MNIST used in chapters 1-4 (16 patches of 7x7);
+    the training recipe (:class:`companion.recipe.Recipe`) swaps in a convolutional stem.
+    """
 
     image_size: int | tuple[int, int] = 28
     patch_size: int = 7
@@ -34,6 +38,7 @@ class ViTConfig:
     mlp_dim: int = 128
     dropout: float = 0.0
     pool: str = "cls"
+    stem: str = "patch"  # "patch": cut patches + Linear (the original ViT); "conv": stride-2 convolutions
 
     def __post_init__(self) -> None:
         for name in ("patch_size", "in_channels", "num_classes", "dim", "depth", "heads", "mlp_dim"):
@@ -52,6 +57,10 @@ class ViTConfig:
                 f"ViTConfig.dim ({self.dim}) must be divisible by heads ({self.heads}); "
                 f"try heads in {[d for d in range(1, self.dim + 1) if self.dim % d == 0]}"
             )
+        if self.stem not in ("patch", "conv"):
+            raise ValueError(f"ViTConfig.stem must be 'patch' or 'conv', got {self.stem!r}")
+        if self.stem == "conv" and (self.patch_size < 2 or self.patch_size & (self.patch_size - 1)):
+            raise ValueError(f"ViTConfig.stem='conv' needs a power-of-two patch_size (2, 4, 8, ...), got {self.patch_size}")
         if self.pool not in ("cls", "mean"):
             raise ValueError(f"ViTConfig.pool must be 'cls' or 'mean', got {self.pool!r}")
         if not 0.0 <= self.dropout < 1.0:
@@ -80,7 +89,8 @@ class ViT(nn.Module):
     def __init__(self, config: ViTConfig | None = None):
         super().__init__()
         self.config = c = config if config is not None else ViTConfig()
-        self.patch_embed = PatchEmbedding(c.image_size, c.patch_size, c.in_channels, c.dim)
+        stem = PatchEmbedding if c.stem == "patch" else ConvStem
+        self.patch_embed = stem(c.image_size, c.patch_size, c.in_channels, c.dim)
         num_tokens = c.num_patches + (1 if c.pool == "cls" else 0)
         # The CLS token only exists when it is used: an unused parameter would get no gradient.
         self.cls_token = nn.Parameter(torch.zeros(1, 1, c.dim)) if c.pool == "cls" else None

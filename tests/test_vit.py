@@ -71,3 +71,25 @@ def test_checkpoint_round_trip_gives_identical_predictions(tmp_path):
     loaded, meta = load_vit(tmp_path / "m.pt")
     assert meta == {"note": "hello"} and loaded.config == model.config
     assert torch.equal(loaded(images), model(images))
+
+
+def test_conv_stem_keeps_the_token_grid_and_learns_end_to_end():
+    config = ViTConfig(stem="conv", patch_size=4, dim=16, depth=1, heads=2, mlp_dim=16)
+    model = ViT(config)
+    assert model.patch_embed.num_patches == 49 and model.pos_embedding.shape == (1, 50, 16)
+    logits = model(torch.randn(2, 1, 28, 28))
+    torch.nn.functional.cross_entropy(logits, torch.tensor([1, 2])).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+    assert ViT(ViTConfig(stem="conv", patch_size=8, image_size=32, dim=16, heads=2)).patch_embed.num_patches == 16
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(stem="conv", patch_size=7), "power-of-two patch_size"),
+        (dict(stem="hybrid"), "stem must be 'patch' or 'conv'"),
+    ],
+)
+def test_bad_stems_raise(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        ViTConfig(**kwargs)
