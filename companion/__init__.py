@@ -2,10 +2,13 @@
 
 One module per idea: :mod:`~companion.attention`, :mod:`~companion.layers`,
 :mod:`~companion.encoder`, :mod:`~companion.vit`, :mod:`~companion.data`,
-:mod:`~companion.train`, :mod:`~companion.recipe`.
+:mod:`~companion.augment`, :mod:`~companion.train`, :mod:`~companion.recipe`,
+:mod:`~companion.baselines`, :mod:`~companion.doctor` (a bug detector) and
+:mod:`~companion.bugs` (the broken models chapter 4 diagnoses).
 """
 
 from .attention import MultiHeadAttention, scaled_dot_product_attention
+from .doctor import Finding, Report, diagnose
 from .data import MNIST_MEAN, MNIST_STD, MNISTNotFoundError, mnist, mnist_loaders, patchify
 from .encoder import Encoder, EncoderBlock
 from .layers import FeedForward, LayerNorm, PatchEmbedding, SinusoidalPositionalEncoding
@@ -20,6 +23,8 @@ __all__ = [
     "MNIST_STD",
     "Encoder",
     "EncoderBlock",
+    "Finding",
+    "Report",
     "FeedForward",
     "History",
     "LayerNorm",
@@ -30,6 +35,7 @@ __all__ = [
     "ViT",
     "ViTConfig",
     "default_device",
+    "diagnose",
     "evaluate",
     "fit",
     "load_vit",
