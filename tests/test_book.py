@@ -3,6 +3,7 @@
 import json
 import re
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pytest
 import yaml
@@ -11,6 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
 TOC = yaml.safe_load((ROOT / "_toc.yml").read_text())
 REPO_URL = CONFIG["repository"]["url"]
+README = (ROOT / "README.md").read_text()
 
 
 def toc_files():
@@ -23,6 +25,22 @@ def toc_files():
 
 
 NOTEBOOKS = sorted((ROOT / "book").glob("*.ipynb"))
+
+
+def colab_url(notebook: str) -> str:
+    """Where Colab opens ``notebook`` (a repository path such as ``book/00_x.ipynb``), from _config.yml alone.
+
+    The same URL that the book's launch button gets (``launch_buttons.colab_url`` + ``repository``).
+    """
+    repo = CONFIG["repository"]
+    org_repo = urlparse(repo["url"]).path.strip("/")
+    path = "/".join(p for p in (repo.get("path_to_book", "").strip("/"), notebook) if p)
+    return f"{CONFIG['launch_buttons']['colab_url'].rstrip('/')}/github/{org_repo}/blob/{repo.get('branch', 'main')}/{path}"
+
+
+def toc_notebooks() -> list[str]:
+    """Repository paths of the notebooks listed in _toc.yml, in book order."""
+    return [f"{f}.ipynb" for f in toc_files() if (ROOT / f"{f}.ipynb").exists()]
 
 
 def load(path):
@@ -63,3 +81,18 @@ def test_first_code_cell_installs_the_companion_on_colab_only(path):
     assert f'%pip install --quiet "git+{REPO_URL}"' in source, "install URL must match repository.url in _config.yml"
     assert "torch" not in source.split("git+")[1], "never reinstall Colab's torch"
     assert first["outputs"] == [], "outside Colab the install cell must do nothing"
+
+
+def test_readme_has_a_colab_badge_for_every_chapter_and_none_for_a_missing_one():
+    """Badges are written by hand in README's chapter table; they must agree with _config.yml and _toc.yml."""
+    expected = {colab_url(nb): nb for nb in toc_notebooks()}
+    assert expected, "no notebook in _toc.yml"
+    colab_base = CONFIG["launch_buttons"]["colab_url"].rstrip("/") + "/github/"
+    links = re.findall(re.escape(colab_base) + r"[^)\s\"'>]+", README)
+    badges = re.findall(r"\[!\[[^\]]*\]\([^)]*colab-badge\.svg\)\]\(([^)\s]+)\)", README)
+    assert sorted(links) == sorted(badges), "every Colab link in README must be an 'Open in Colab' badge"
+    wrong = [url for url in links if url not in expected]
+    assert not wrong, f"README badges that do not open a chapter of this repository (expected like {next(iter(expected))}): {wrong}"
+    missing = [nb for url, nb in expected.items() if url not in links]
+    assert not missing, f"chapters without a Colab badge in README: {missing}"
+    assert len(links) == len(set(links)), "a chapter has two Colab badges in README"

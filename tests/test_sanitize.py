@@ -61,3 +61,40 @@ def test_cpu_and_cuda_reprs_sanitize_to_the_same_text(cpu, cuda):
 )
 def test_real_differences_survive_sanitizing(a, b):
     assert sanitize(a) != sanitize(b)
+
+
+# Tensors printed by torch itself as a CPU run and as a GPU run would print them (cuda_like
+# prepends torch's own `device='cuda:0'` suffix; torch then places and wraps the suffixes):
+# shapes whose last line ends just before, at and past the 80-column wrap, with every suffix.
+def _tensors():
+    import torch
+
+    torch.manual_seed(0)
+    for rows in (1, 2, 3):
+        for cols in range(1, 14):
+            base = torch.randn(rows, cols) * 10
+            yield f"{rows}x{cols}", base
+            yield f"{rows}x{cols}-int32", base.to(torch.int32)
+            yield f"{rows}x{cols}-float16", base.to(torch.float16)
+            yield f"{rows}x{cols}-requires_grad", base.clone().requires_grad_(True)
+            yield f"{rows}x{cols}-grad_fn", base.clone().requires_grad_(True) * 2
+    yield "scalar", torch.tensor(3.5)
+    yield "empty", torch.empty(0, 3)
+    yield "bool", torch.tensor([True, False])
+    yield "parameter", torch.nn.Parameter(torch.randn(2, 3))
+    yield "long-1d", torch.arange(40.0)
+
+
+TENSORS = dict(_tensors())
+
+
+@pytest.mark.parametrize("name", list(TENSORS))
+def test_torch_printed_cuda_reprs_sanitize_to_the_cpu_repr(name):
+    from cuda_like import CUDA_SUFFIX, printing_as_cuda
+
+    tensor = TENSORS[name]
+    cpu = repr(tensor)
+    with printing_as_cuda():
+        cuda = repr(tensor)
+    assert CUDA_SUFFIX in cuda and CUDA_SUFFIX not in cpu
+    assert sanitize(cuda) == sanitize(cpu), f"\nCPU:  {cpu!r}\nCUDA: {cuda!r}"
