@@ -106,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--systems", nargs="+", default=["vit", "cnn", "mlp"], choices=sorted(SYSTEMS))
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
+    p.add_argument("--baseline-seeds", nargs="+", type=int, default=None, help="seeds for the CNN and MLP (default: --seeds)")
     p.add_argument("--epochs", type=int, default=None, help="ViT epochs (default: the recipe's)")
     p.add_argument("--same-epochs", action="store_true", help="give baselines the ViT's epochs instead of its time")
     p.add_argument("--data", default=None, help="MNIST root (default: $COMPANION_DATA, else the cache)")
@@ -139,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
         if system != "vit" and not args.same_epochs and vit_seconds:
             per_epoch = calibrate(system, recipe, loaders, device)
             epochs = max(1, round(statistics.mean(vit_seconds) / per_epoch)) if not args.tiny else 1
-        for seed in args.seeds:
+        seeds = args.seeds if system == "vit" or args.baseline_seeds is None else args.baseline_seeds
+        for seed in seeds:
             row = run(system, dataclasses.replace(recipe, seed=seed), loaders, device, epochs)
             rows.append(row)
             print(f"  {system} seed {seed}: {row['test_accuracy']:.2%} in {row['train_seconds']}s ({epochs} epochs)", flush=True)
