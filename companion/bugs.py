@@ -323,11 +323,8 @@ class SmallMNIST:
 
 def small_mnist(root=None, batch_size: int = 64, test_size: int = 2000) -> SmallMNIST:
     """MNIST for short experiments: all training images, the first ``test_size`` test images."""
-    loaders = mnist_loaders(batch_size=batch_size, root=root)
-    images, labels = loaders.test.dataset.tensors
-    test = DataLoader(TensorDataset(images[:test_size], labels[:test_size]), batch_size=1000)
-    info = f"{loaders.info}; evaluated on the first {test_size:,} test images"
-    return SmallMNIST(loaders.train.dataset, test, info, batch_size)
+    loaders = mnist_loaders(batch_size=batch_size, root=root, test_limit=test_size)
+    return SmallMNIST(loaders.train.dataset, loaders.test, loaders.info, batch_size)
 
 
 def train_briefly(
