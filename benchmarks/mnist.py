@@ -28,7 +28,7 @@ from companion.baselines import MLP, ExampleCNN
 from companion.data import mnist_loaders
 from companion.recipe import Recipe, train_model
 from companion.train import default_device, evaluate, set_seed
-from companion.vit import ViT, ViTConfig
+from companion.vit import ViT
 
 SYSTEMS = {"vit": lambda r: ViT(r.model), "cnn": lambda r: ExampleCNN(), "mlp": lambda r: MLP()}
 
