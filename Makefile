@@ -18,7 +18,7 @@ endif
 # made this way.
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: setup book test notebooks browser-deps clean
+.PHONY: setup book test lint notebooks browser-deps clean
 
 setup: $(VENV)/.installed
 
@@ -37,6 +37,10 @@ book: setup
 
 test: setup
 	$(BIN)/python -m pytest
+
+# ruff, configured in pyproject.toml (line length 88: show_source listings fit the page).
+lint: setup
+	$(BIN)/ruff check companion tests benchmarks tools
 
 # After changing companion/: re-execute the chapters so their stored outputs are true again.
 notebooks: setup

@@ -26,9 +26,9 @@ import torch
 
 from companion.baselines import MLP, ExampleCNN
 from companion.data import mnist_loaders
-from companion.recipe import Recipe, train_model
-from companion.train import default_device, evaluate, set_seed
-from companion.vit import ViT
+from companion.recipe import Recipe
+from companion.train import default_device, evaluate, set_seed, train_model
+from companion.vit import ViT, preset
 
 SYSTEMS = {"vit": lambda r: ViT(r.model), "cnn": lambda r: ExampleCNN(), "mlp": lambda r: MLP()}
 
@@ -49,14 +49,15 @@ def calibrate(system: str, recipe: Recipe, loaders, device) -> float:
     """Seconds per training epoch of ``system`` (one timed epoch on a throwaway model)."""
     set_seed(recipe.seed + 1000)
     model = SYSTEMS[system](recipe)
-    _, seconds = train_model(model, recipe, loaders, device, progress=False, epochs=1)
-    return seconds
+    history = train_model(model, loaders.train, recipe.train_config(epochs=1), seed=recipe.seed, device=device, progress=False)
+    return history.total_seconds
 
 
 def run(system: str, recipe: Recipe, loaders, device, epochs: int) -> dict:
     set_seed(recipe.seed)
     model = SYSTEMS[system](recipe)
-    history, seconds = train_model(model, recipe, loaders, device, progress=False, epochs=epochs)
+    history = train_model(model, loaders.train, recipe.train_config(epochs), seed=recipe.seed, device=device, progress=False)
+    seconds = history.total_seconds
     test = evaluate(model, loaders.test, device=device)
     n_train = len(loaders.train.dataset)
     return {
@@ -118,9 +119,7 @@ def main(argv: list[str] | None = None) -> int:
 
     recipe = Recipe()
     if args.tiny:
-        recipe = dataclasses.replace(
-            recipe, model=dataclasses.replace(recipe.model, dim=16, depth=1, heads=2, mlp_dim=16), epochs=1
-        )
+        recipe = dataclasses.replace(recipe, model=preset("tiny", stem="conv", patch_size=4), epochs=1)
     if args.epochs is not None:
         recipe = dataclasses.replace(recipe, epochs=args.epochs)
     device = torch.device(args.device) if args.device else default_device()

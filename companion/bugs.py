@@ -2,8 +2,9 @@
 
 Every :class:`Bug` says which :mod:`companion.doctor` finding it should trigger, builds the
 buggy and the fixed model from the same seed (so they start from the same weights wherever
-the bug allows it), and names the loss each is trained with. :func:`train_briefly` gives every
-entry the same small training budget, so the curves can be compared.
+the bug allows it), and names the loss each is trained with. :data:`BUDGET` is the one small
+training budget every entry gets (through :func:`companion.train.train_model`), so the curves
+can be compared.
 
 Shapes follow the rest of the companion: images ``[batch, 1, 28, 28]``, tokens
 ``[batch, tokens, dim]``, logits ``[batch, 10]``.
@@ -12,23 +13,24 @@ Shapes follow the rest of the companion: images ``[batch, 1, 28, 28]``, tokens
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, TensorDataset
 
 from .attention import MultiHeadAttention
-from .data import MNIST_MEAN, MNIST_STD, mnist_loaders
+from .data import MNIST_MEAN, MNIST_STD
 from .encoder import EncoderBlock
 from .layers import LayerNorm
-from .train import LossFn, evaluate, fit, set_seed
-from .vit import ViT, ViTConfig
+from .train import LossFn, TrainConfig, set_seed
+from .vit import ViT, ViTConfig, preset
 
 # The small ViT every experiment of the chapter trains: 16 patches of 7x7 pixels, 2 blocks.
-SMALL = ViTConfig(dim=32, depth=2, heads=2, mlp_dim=64)
+SMALL = preset("small-2heads")
+# The budget every model of the zoo gets: 160 AdamW steps of 64 images (about 2 passes over 5,000).
+BUDGET = TrainConfig(optimizer="adamw", lr=3e-3, weight_decay=0.05, steps=160, batch_size=64)
 CHANCE_LOSS = math.log(10)  # cross-entropy of a uniform guess over 10 digits: where a stalled run sits
 
 
@@ -233,7 +235,7 @@ class Bug:
     fixed: Callable[[], nn.Module]
     buggy_loss: LossFn = F.cross_entropy
     fixed_loss: LossFn = F.cross_entropy
-    hurts: bool = True  # measured: with train_briefly's budget the buggy twin ends far behind the fixed one
+    hurts: bool = True  # measured: with BUDGET the buggy twin ends far behind the fixed one
 
     def build(self, fixed: bool = False, seed: int = 0) -> nn.Module:
         """The buggy (or fixed) model, built after ``set_seed(seed)``."""
@@ -244,7 +246,7 @@ class Bug:
         return self.fixed_loss if fixed else self.buggy_loss
 
 
-# `hurts` records what chapter 4 measures with train_briefly (160 steps); a test checks it.
+# `hurts` records what chapter 4 measures with BUDGET (160 steps); a test checks it.
 ZOO: list[Bug] = [
     # Close to RMSNorm: still divides by the spread. Learns like the correct model.
     Bug("layernorm-no-mean", "unnormalized-norm", lambda: vit_with_norm(LayerNormNoMean), vit, hurts=False),
@@ -264,87 +266,3 @@ ZOO: list[Bug] = [
     Bug("dropout-in-eval", "dropout-in-eval", vit_always_dropout, vit_dropout, hurts=False),
 ]
 BUGS: dict[str, Bug] = {bug.name: bug for bug in ZOO}
-
-
-# --------------------------------------------------------------------------------------------
-# One small training budget for everything
-# --------------------------------------------------------------------------------------------
-
-
-class StepChunks:
-    """Serve ``loader``'s batches in "epochs" of ``steps`` batches, continuing where the last stopped.
-
-    :func:`companion.fit` records one point per epoch; wrapping the loader this way gives a
-    point every ``steps`` optimizer steps, without a second training loop.
-    """
-
-    def __init__(self, loader: Iterable, steps: int):
-        self.loader, self.steps = loader, steps
-        self._batches: Iterator | None = None
-
-    def __len__(self) -> int:
-        return self.steps
-
-    def __iter__(self) -> Iterator:
-        for _ in range(self.steps):
-            try:
-                batch = next(self._batches) if self._batches is not None else None
-            except StopIteration:
-                batch = None
-            if batch is None:
-                self._batches = iter(self.loader)
-                batch = next(self._batches)
-            yield batch
-
-
-@dataclass
-class BriefRun:
-    """The outcome of :func:`train_briefly`."""
-
-    loss: list[float]  # mean training loss of every `every` steps
-    accuracy: list[float]  # mean training accuracy of every `every` steps
-    every: int
-    test: dict[str, float] = field(default_factory=dict)  # {"loss", "accuracy"} on the held-out images
-
-
-@dataclass
-class SmallMNIST:
-    """The training images of :func:`companion.mnist_loaders` and a loader over the first test images."""
-
-    train: TensorDataset  # images [N, 1, 28, 28], labels [N]
-    test: DataLoader
-    info: str
-    batch_size: int = 64
-
-    def train_loader(self, seed: int = 0) -> DataLoader:
-        """A fresh shuffled loader: every run sees the same batches in the same order."""
-        return DataLoader(self.train, batch_size=self.batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed))
-
-
-def small_mnist(root=None, batch_size: int = 64, test_size: int = 2000) -> SmallMNIST:
-    """MNIST for short experiments: all training images, the first ``test_size`` test images."""
-    loaders = mnist_loaders(batch_size=batch_size, root=root, test_limit=test_size)
-    return SmallMNIST(loaders.train.dataset, loaders.test, loaders.info, batch_size)
-
-
-def train_briefly(
-    model: nn.Module,
-    data: SmallMNIST,
-    steps: int = 160,
-    every: int = 10,
-    loss_fn: LossFn = F.cross_entropy,
-    lr: float = 3e-3,
-    seed: int = 0,
-    device: torch.device | str = "cpu",
-) -> BriefRun:
-    """``steps`` AdamW steps with :func:`companion.fit` (batches in a seeded order, dropout seeded),
-    then :func:`companion.evaluate` on ``data.test``. 160 steps of 64 images: about 2 passes over 5,000."""
-    if steps % every:
-        raise ValueError(f"steps ({steps}) must be a multiple of every ({every})")
-    torch.manual_seed(seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
-    batches = StepChunks(data.train_loader(seed), every)
-    history = fit(model, batches, steps // every, optimizer, loss_fn=loss_fn, device=device, progress=False)
-    test = evaluate(model, data.test, loss_fn=loss_fn, device=device)
-    return BriefRun(history.train_loss, history.train_acc, every, test)
-

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from einops import rearrange
 from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -96,8 +95,14 @@ def mnist(train: bool, root: str | os.PathLike | None = None, download: bool = T
         try:
             return MNIST(str(root), train=train, download=True, transform=transform)
         except Exception as exc:  # urllib/HTTP/SSL/OSError/RuntimeError from torchvision's downloader
-            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise _not_found(root, train, f"the download failed ({type(exc).__name__}: {first_line})") from None
+            from .idx import download_failure
+
+            raise _not_found(root, train, download_failure(exc, train)) from None
+    from .idx import (
+        check_mnist_files,  # header, dims and size of both files: a clear error naming a bad one
+    )
+
+    check_mnist_files(root / "MNIST" / "raw", train)
     return MNIST(str(root), train=train, download=False, transform=transform)
 
 
@@ -118,6 +123,94 @@ def describe(dataset) -> str:
         kind = "full training set" if n == MNIST_FULL_TRAIN_SIZE else f"offline subset of the {MNIST_FULL_TRAIN_SIZE:,}-image training set"
         return f"MNIST train: {n:,} images ({kind})"
     return f"MNIST test: {n:,} images (the standard test set)" if n == 10_000 else f"MNIST test: {n:,} images"
+
+
+_TENSORS: dict[str, tuple[Tensor, Tensor, Tensor, Tensor, str, str]] = {}
+
+
+def _all_tensors(root, download: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, str, str]:
+    """Every training and test image as normalised tensors, read once per data folder."""
+    key = str(resolve_root(root).resolve())
+    if key not in _TENSORS:
+        train_set, test_set = mnist(True, root, download), mnist(False, root, download)
+        _TENSORS[key] = (*to_tensors(train_set), *to_tensors(test_set), describe(train_set), describe(test_set))
+    return _TENSORS[key]
+
+
+@dataclass
+class MNISTTensors:
+    """A fixed cut of MNIST held in memory: normalised images (``x_*``), labels (``y_*``)
+    and, derived from them, the raw pixels in [0, 1] (``raw_*``)."""
+
+    x_train: Tensor  # [N, 1, 28, 28], (pixel - MNIST_MEAN) / MNIST_STD
+    y_train: Tensor  # [N] int64
+    x_test: Tensor  # [M, 1, 28, 28]
+    y_test: Tensor  # [M]
+    info: str  # which images these are
+
+    @property
+    def raw_train(self) -> Tensor:
+        return self.x_train * MNIST_STD + MNIST_MEAN  # [N, 1, 28, 28] in [0, 1]
+
+    @property
+    def raw_test(self) -> Tensor:
+        return self.x_test * MNIST_STD + MNIST_MEAN
+
+    @property
+    def train(self) -> TensorDataset:
+        """The training pairs ``(image [1, 28, 28], label)``."""
+        return TensorDataset(self.x_train, self.y_train)
+
+    def test_loader(self, batch_size: int = 1000) -> DataLoader:
+        """The test images in order, ``batch_size`` at a time."""
+        return DataLoader(TensorDataset(self.x_test, self.y_test), batch_size=batch_size)
+
+
+_SUBSETS: dict[tuple, MNISTTensors] = {}
+
+
+def mnist_subset(
+    train_size: int | None = None,
+    test_size: int | None = None,
+    *,
+    sample: str = "first",
+    seed: int = 0,
+    root: str | os.PathLike | None = None,
+    download: bool = True,
+) -> MNISTTensors:
+    """``train_size`` training and ``test_size`` test images (``None``: all), cached per process.
+
+    ``sample="first"`` keeps the first N training images; ``sample="random"`` draws N at random
+    with a generator seeded by ``seed`` (the same N images every call). The test images are
+    always the first ``test_size``.
+    """
+    if sample not in ("first", "random"):
+        raise ValueError(f"sample must be 'first' or 'random', got {sample!r}")
+    for name, value in (("train_size", train_size), ("test_size", test_size)):
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
+            raise ValueError(f"{name} must be a positive int or None, got {value!r}")
+    key = (str(resolve_root(root).resolve()), train_size, test_size, sample, seed if sample == "random" else None)
+    if key not in _SUBSETS:
+        x_train, y_train, x_test, y_test, train_info, test_info = _all_tensors(root, download)
+        used = "all used for training"
+        if train_size is not None:
+            if train_size > len(x_train):
+                raise ValueError(f"train_size={train_size:,} but the training set has {len(x_train):,} images")
+            if sample == "random":
+                keep = torch.randperm(len(x_train), generator=torch.Generator().manual_seed(seed))[:train_size]
+                used = f"{train_size:,} drawn at random (seed {seed}) for training"
+            else:
+                keep = torch.arange(train_size)
+                used = f"the first {train_size:,} used for training"
+            x_train, y_train = x_train[keep], y_train[keep]
+        tested = "all used for testing"
+        if test_size is not None:
+            if test_size > len(x_test):
+                raise ValueError(f"test_size={test_size:,} but the test set has {len(x_test):,} images")
+            x_test, y_test = x_test[:test_size], y_test[:test_size]
+            tested = f"the first {test_size:,} used for testing"
+        _SUBSETS[key] = MNISTTensors(x_train, y_train, x_test, y_test, f"{train_info}, {used}; {test_info}, {tested}")
+    return _SUBSETS[key]
 
 
 @dataclass
@@ -149,10 +242,8 @@ def mnist_loaders(
     """
     if batch_size <= 0 or eval_batch_size <= 0:
         raise ValueError(f"batch sizes must be positive, got batch_size={batch_size}, eval_batch_size={eval_batch_size}")
-    train_set, test_set = mnist(True, root, download), mnist(False, root, download)
-    info = f"{describe(train_set)}; {describe(test_set)}"
-    x_train, y_train = to_tensors(train_set)
-    x_test, y_test = to_tensors(test_set)
+    x_train, y_train, x_test, y_test, train_info, test_info = _all_tensors(root, download)
+    info = f"{train_info}; {test_info}"
     if not 0 <= val_size < len(x_train):
         raise ValueError(f"val_size must be in [0, {len(x_train)}), got {val_size}")
     val = None
@@ -180,18 +271,3 @@ def mnist_loaders(
     if val_size:
         info += f"; {val_size:,} training images held out for validation"
     return MNISTLoaders(train, val, test, info)
-
-
-def patchify(images: Tensor, patch_size: int) -> Tensor:
-    """Cut images into non-overlapping square patches, row by row.
-
-    ``[batch, C, H, W]`` -> ``[batch, (H/p)*(W/p), p*p*C]``; patch ``i`` is at grid row
-    ``i // (W/p)``, column ``i % (W/p)``, and its pixels are flattened row-major,
-    channels last (``(p1 p2 c)``).
-    """
-    if images.dim() != 4:
-        raise ValueError(f"images must be [batch, channels, height, width], got shape {tuple(images.shape)}")
-    h, w = images.shape[-2:]
-    if patch_size <= 0 or h % patch_size or w % patch_size:
-        raise ValueError(f"image size {h}x{w} is not divisible by patch_size={patch_size}")
-    return rearrange(images, "b c (gh p1) (gw p2) -> b (gh gw) (p1 p2 c)", p1=patch_size, p2=patch_size)

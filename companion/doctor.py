@@ -30,9 +30,9 @@ cannot be mistaken for a ``[batch, tokens, dim]`` one.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
 
 import torch
 from torch import Tensor, nn

@@ -65,8 +65,8 @@ class EncoderBlock(nn.Module):
             raise ValueError(f"norm_first differs: this block has {self.norm_first}, the layer has {layer.norm_first}")
         self.attn.load_from_torch(layer.self_attn)
         pairs = [
-            (self.ffn.net[0], layer.linear1),
-            (self.ffn.net[3], layer.linear2),
+            (self.ffn.fc1, layer.linear1),
+            (self.ffn.fc2, layer.linear2),
             (self.norm1, layer.norm1),
             (self.norm2, layer.norm2),
         ]

@@ -1,7 +1,7 @@
 """Controlled experiments: the same budget, several seeds, mean ± spread per configuration.
 
     results = compare(
-        {"CLS token": small_config(pool="cls"), "mean pooling": small_config(pool="mean")},
+        {"CLS token": preset("small", pool="cls"), "mean pooling": preset("small", pool="mean")},
         seeds=(0, 1, 2),
         budget=Budget(train_size=4000, epochs=2, batch_size=32),
     )
@@ -9,42 +9,39 @@
     results.plot("accuracy")                         # mean ± std, and one dot per seed
     results.difference("CLS token", "mean pooling")  # paired over seeds, with a t-test
 
-Every run of every configuration sees the same images (a fixed subset of the training set and
-the first ``test_size`` test images); the seed decides the initial weights, the order of the
-batches and the dropout masks, so one seed repeats exactly on the same machine (CPU).
+Every run of every configuration sees the same images (a fixed random subset of the training
+set and the first ``test_size`` test images, :func:`companion.data.mnist_subset`); the seed
+decides the initial weights, the order of the batches and the dropout masks, so one seed
+repeats exactly on the same machine (CPU). Every run trains through
+:func:`companion.train.train_model`. The edits and measurements used with ``edit=`` and
+``measure=`` live in :mod:`companion.edits` and :mod:`companion.probes`.
 """
 
 from __future__ import annotations
 
 import copy
-import dataclasses
 import math
 import os
-import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Mapping, Sequence
 
 import torch
-import torch.nn.functional as F
+from scipy import stats
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from .attention import MultiHeadAttention
-from .data import MNIST_MEAN, MNIST_STD, describe, mnist, resolve_root, to_tensors
-from .encoder import Encoder
-from .recipe import warmup_cosine
-from .train import default_device, eval_mode, evaluate, fit, set_seed
-from .vit import ViT, ViTConfig
-
-OPTIMIZERS = ("adamw", "adam", "sgd")
-SCHEDULES = ("constant", "warmup_cosine")
-DROPOUT_PLACES = ("embedding", "attention", "attn_out", "ffn", "ffn_out")
-
-
-def small_config(**changes) -> ViTConfig:
-    """The chapter's small ViT (7x7 patches, dim 32, 2 blocks, 4 heads, MLP 64), with ``changes``."""
-    base = ViTConfig(patch_size=7, dim=32, depth=2, heads=4, mlp_dim=64)
-    return dataclasses.replace(base, **changes)
+from .data import MNISTTensors, mnist_subset
+from .train import (
+    OPTIMIZERS,
+    TrainConfig,
+    cross_entropy,
+    default_device,
+    eval_mode,
+    evaluate,
+    set_seed,
+    train_model,
+)
+from .vit import ViT, ViTConfig, preset
 
 
 @dataclass(frozen=True)
@@ -52,7 +49,7 @@ class Budget:
     """What every run of a comparison gets: the same images, epochs and batch size.
 
     Args:
-        train_size: images drawn once (a fixed permutation, seed 0) from the training set;
+        train_size: images drawn once (a fixed random sample, seed 0) from the training set;
             ``None`` uses all of it.
         test_size: the first ``test_size`` images of the test set; ``None`` uses all 10,000.
         epochs: passes over the training images.
@@ -79,51 +76,9 @@ class Budget:
         """Optimizer steps one run takes on ``train_images`` images."""
         return self.epochs * math.ceil(train_images / self.batch_size)
 
-
-@dataclass
-class Data:
-    """The images every run sees: normalised (``x_*``) and raw pixels in [0, 1] (``raw_*``)."""
-
-    x_train: Tensor  # [N, 1, 28, 28], (pixel - MNIST_MEAN) / MNIST_STD
-    y_train: Tensor  # [N] int64
-    x_test: Tensor
-    y_test: Tensor
-    info: str
-
-    @property
-    def raw_train(self) -> Tensor:
-        return self.x_train * MNIST_STD + MNIST_MEAN  # [N, 1, 28, 28] in [0, 1]
-
-    @property
-    def raw_test(self) -> Tensor:
-        return self.x_test * MNIST_STD + MNIST_MEAN
-
-
-_DATA_CACHE: dict[tuple, Data] = {}
-
-
-def load_data(budget: Budget, root: str | os.PathLike | None = None, download: bool = True) -> Data:
-    """MNIST cut to ``budget``'s sizes (cached: a comparison loads the files once)."""
-    key = (str(resolve_root(root)), budget.train_size, budget.test_size)
-    if key not in _DATA_CACHE:
-        train_set, test_set = mnist(True, root, download), mnist(False, root, download)
-        x_train, y_train = to_tensors(train_set)
-        x_test, y_test = to_tensors(test_set)
-        if budget.train_size is not None:
-            if budget.train_size > len(x_train):
-                raise ValueError(f"Budget.train_size={budget.train_size} but the training set has {len(x_train)} images")
-            keep = torch.randperm(len(x_train), generator=torch.Generator().manual_seed(0))[: budget.train_size]
-            x_train, y_train = x_train[keep], y_train[keep]
-        if budget.test_size is not None:
-            if budget.test_size > len(x_test):
-                raise ValueError(f"Budget.test_size={budget.test_size} but the test set has {len(x_test)} images")
-            x_test, y_test = x_test[: budget.test_size], y_test[: budget.test_size]
-        info = (
-            f"{describe(train_set)}, {len(x_train):,} used for training; "
-            f"{describe(test_set)}, the first {len(x_test):,} used for testing"
-        )
-        _DATA_CACHE[key] = Data(x_train, y_train, x_test, y_test, info)
-    return _DATA_CACHE[key]
+    def data(self, root: str | os.PathLike | None = None, download: bool = True) -> MNISTTensors:
+        """The images every run of this budget sees (loaded once per process)."""
+        return mnist_subset(self.train_size, self.test_size, sample="random", seed=0, root=root, download=download)
 
 
 @dataclass
@@ -135,12 +90,12 @@ class Trial:
             (called after seeding, so its initial weights depend on the seed only).
         optimizer: ``"adamw"``, ``"adam"`` or ``"sgd"`` (with ``momentum``).
         lr, weight_decay, momentum: the optimizer's settings (3e-3 is the best AdamW rate for
-            :func:`small_config` on the chapter's budget; no weight decay by default).
-        schedule: ``"constant"`` or ``"warmup_cosine"`` (linear warm-up over ``warmup_steps``,
-            then cosine decay to 0, as :func:`companion.recipe.warmup_cosine`).
+            ``preset("small")`` on the chapter's budget; no weight decay by default).
+        schedule, warmup: ``"constant"``, or ``"warmup_cosine"`` with ``warmup`` a fraction of
+            all steps (as :class:`companion.train.TrainConfig`).
         normalize: feed ``(pixel - 0.1307) / 0.3081`` (True) or raw pixels in [0, 1] (False).
         edit: ``edit(model)`` changes the built model in place before training (for example
-            :func:`post_norm` or :func:`dropout_at`); also called after seeding.
+            :func:`companion.edits.post_norm`); also called after seeding.
         target: ``None`` for digit classification (metric ``accuracy``); or a regression
             target ``target(raw_images [N, 1, 28, 28] in [0, 1], labels [N]) -> [N]``, trained
             with the mean squared error on targets standardised with the training mean and std
@@ -149,13 +104,13 @@ class Trial:
             computed after training (the inputs are the ones the model was trained on).
     """
 
-    model: ViTConfig | Callable[[], nn.Module] = field(default_factory=small_config)
+    model: ViTConfig | Callable[[], nn.Module] = field(default_factory=lambda: preset("small"))
     optimizer: str = "adamw"
     lr: float = 3e-3
     weight_decay: float = 0.0
     momentum: float = 0.9
     schedule: str = "constant"
-    warmup_steps: int = 0
+    warmup: float = 0.0
     normalize: bool = True
     edit: Callable[[nn.Module], object] | None = None
     target: Callable[[Tensor, Tensor], Tensor] | None = None
@@ -166,20 +121,19 @@ class Trial:
             raise TypeError(f"Trial.model must be a ViTConfig or a function returning a model, got {type(self.model).__name__}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"Trial.optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"Trial.schedule must be one of {SCHEDULES}, got {self.schedule!r}")
-        if not (isinstance(self.lr, (int, float)) and self.lr > 0):
-            raise ValueError(f"Trial.lr must be a positive number, got {self.lr!r}")
-        if self.weight_decay < 0 or not 0 <= self.momentum < 1 or self.warmup_steps < 0:
-            raise ValueError(
-                f"need weight_decay >= 0, 0 <= momentum < 1 and warmup_steps >= 0, got "
-                f"{self.weight_decay}, {self.momentum}, {self.warmup_steps}"
-            )
+        self.train_config(Budget())  # TrainConfig checks the optimizer settings and the schedule
         if self.target is not None and isinstance(self.model, ViTConfig) and self.model.num_classes != 1:
             raise ValueError(
                 f"a regression Trial needs a model with one output; use ViTConfig(num_classes=1), "
                 f"got num_classes={self.model.num_classes}"
             )
+
+    def train_config(self, budget: Budget) -> TrainConfig:
+        """How this trial trains on ``budget``."""
+        return TrainConfig(
+            optimizer=self.optimizer, lr=self.lr, weight_decay=self.weight_decay, momentum=self.momentum,
+            schedule=self.schedule, warmup=self.warmup, epochs=budget.epochs, batch_size=budget.batch_size,
+        )
 
     def build(self) -> nn.Module:
         """The model, after ``edit`` (call :func:`companion.train.set_seed` first)."""
@@ -190,24 +144,12 @@ class Trial:
             self.edit(model)
         return model
 
-    def make_optimizer(self, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
-        params = [p for p in params if p.requires_grad]
-        if self.optimizer == "sgd":
-            return torch.optim.SGD(params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
-        cls = torch.optim.AdamW if self.optimizer == "adamw" else torch.optim.Adam
-        return cls(params, lr=self.lr, weight_decay=self.weight_decay)
-
-
-def _regression_loss(outputs: Tensor, targets: Tensor) -> Tensor:
-    """outputs ``[batch, 1]``, targets ``[batch, 1]`` -> mean squared error."""
-    return F.mse_loss(outputs, targets)
-
 
 def run_trial(
     trial: Trial,
     seed: int,
     budget: Budget,
-    data: Data | None = None,
+    data: MNISTTensors | None = None,
     device: torch.device | str | None = None,
 ) -> dict[str, float]:
     """Train ``trial`` once with ``seed`` on ``budget``; return its metrics (and ``seconds``).
@@ -216,21 +158,18 @@ def run_trial(
     running accuracy of the last epoch). Regression: ``r2`` and ``mse`` on the test images
     (standardised targets). Plus whatever ``trial.measure`` returns.
     """
-    data = data if data is not None else load_data(budget)
+    data = data if data is not None else budget.data()
     device = torch.device(device) if device is not None else default_device()
     x_train, x_test = (data.x_train, data.x_test) if trial.normalize else (data.raw_train, data.raw_test)
     if trial.target is None:
-        t_train, t_test, loss_fn = data.y_train, data.y_test, F.cross_entropy
+        t_train, t_test = data.y_train, data.y_test
     else:
         t_train = trial.target(data.raw_train, data.y_train).float().reshape(-1)
         t_test = trial.target(data.raw_test, data.y_test).float().reshape(-1)
         if len(t_train) != len(x_train) or len(t_test) != len(x_test):
             raise ValueError("Trial.target must return one number per image")
         mean, std = t_train.mean(), t_train.std()
-        # [N, 1]: one output per image (companion.train.fit tracks an accuracy that is
-        # meaningless here but well defined for a single output).
-        t_train, t_test = ((t_train - mean) / std)[:, None], ((t_test - mean) / std)[:, None]
-        loss_fn = _regression_loss
+        t_train, t_test = ((t_train - mean) / std)[:, None], ((t_test - mean) / std)[:, None]  # [N, 1]
     set_seed(seed)
     model = trial.build()
     if trial.target is not None:
@@ -238,21 +177,11 @@ def run_trial(
             shape = tuple(model(x_train[:2]).shape)
         if shape != (2, 1):
             raise ValueError(f"a regression Trial needs a model with one output per image, got outputs of shape {shape} for 2 images")
-    loader = DataLoader(
-        TensorDataset(x_train, t_train),
-        batch_size=budget.batch_size,
-        shuffle=True,
-        generator=torch.Generator().manual_seed(seed),
+    history = train_model(
+        model, TensorDataset(x_train, t_train), trial.train_config(budget), seed=seed, device=device, progress=False
     )
-    optimizer = trial.make_optimizer(model.parameters())
-    scheduler = None
-    if trial.schedule == "warmup_cosine":
-        scheduler = warmup_cosine(optimizer, trial.warmup_steps, budget.epochs * len(loader))
-    start = time.perf_counter()
-    history = fit(model, loader, budget.epochs, optimizer, scheduler, loss_fn, device=device, progress=False)
-    seconds = time.perf_counter() - start
     test_loader = DataLoader(TensorDataset(x_test, t_test), batch_size=budget.eval_batch_size)
-    metrics = evaluate(model, test_loader, loss_fn, device)
+    metrics = evaluate(model, test_loader, cross_entropy, device)
     if trial.target is None:
         out = {"accuracy": metrics["accuracy"], "loss": metrics["loss"], "train_accuracy": history.train_acc[-1]}
     else:
@@ -260,12 +189,8 @@ def run_trial(
         out = {"r2": 1.0 - metrics["loss"] / variance, "mse": metrics["loss"]}
     if trial.measure is not None:
         out.update({k: float(v) for k, v in trial.measure(model, x_test, data.y_test).items()})
-    out["seconds"] = seconds
+    out["seconds"] = history.total_seconds
     return out
-
-
-# Two-sided 95 % critical values of Student's t for 1..10 degrees of freedom.
-_T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228)
 
 
 @dataclass
@@ -273,7 +198,9 @@ class Difference:
     """Per-seed differences ``a - b`` of one metric, and a paired t-test of "no difference".
 
     With 3 seeds the test is weak: only a difference that is large compared with its
-    seed-to-seed variation is called ``clear``; "not clear" does not mean "equal".
+    seed-to-seed variation is called ``clear``; "not clear" does not mean "equal". A chapter
+    that asks many questions makes many tests: at the 5 % level about one in twenty "clear"
+    verdicts on a true null is expected by chance.
     """
 
     a: str
@@ -299,21 +226,31 @@ class Difference:
         return self.mean / se if se > 0 else (math.copysign(math.inf, self.mean) if self.mean else float("nan"))
 
     @property
+    def p(self) -> float:
+        """Two-sided p-value of the paired t-test (Student's t with ``seeds - 1`` degrees of freedom)."""
+        t = self.t
+        if math.isnan(t):
+            return float("nan")
+        return float(2 * stats.t.sf(abs(t), df=len(self.values) - 1))
+
+    @property
     def clear(self) -> bool:
         """True when a paired two-sided t-test rejects "no difference" at the 5 % level."""
-        df = len(self.values) - 1
-        if df < 1:
-            return False
-        critical = _T95[df - 1] if df <= len(_T95) else 1.96 + 2.4 / df  # within 0.01 of the table beyond 10
-        return abs(self.t) > critical
+        return self.p < 0.05
+
+    @property
+    def verdict(self) -> str:
+        return "clear at the 5 % level" if self.clear else "not clear"
 
     def __str__(self) -> str:
         if "accuracy" in self.metric or self.metric.startswith("probe"):
             size = f"{100 * self.mean:+.1f} ± {100 * self.std:.1f} points"
         else:
             size = f"{self.mean:+.3f} ± {self.std:.3f}"
-        verdict = "clear at the 5 % level" if self.clear else "not clear"
-        return f"{self.a} − {self.b}: {size} of {self.metric} over {len(self.values)} seeds (paired t = {self.t:.1f}: {verdict})"
+        return (
+            f"{self.a} − {self.b}: {size} of {self.metric} over {len(self.values)} seeds "
+            f"(paired t = {self.t:.1f}, p = {self.p:.3f}: {self.verdict})"
+        )
 
 
 class Results:
@@ -483,19 +420,20 @@ class Results:
         return ax
 
 
-# (trial, seed, budget, device, data) -> metrics of runs already done in this process
-_RUN_CACHE: list[tuple[Trial, int, Budget, str, int, dict[str, float]]] = []
+# Runs already done in this process: (trial, seed, budget, device, which images) -> metrics.
+_RUN_CACHE: list[tuple[Trial, int, Budget, str, str, dict[str, float]]] = []
 
 
-def _cached_run(trial: Trial, seed: int, budget: Budget, data: Data, device: torch.device | str | None, cache: bool):
+def _cached_run(trial: Trial, seed: int, budget: Budget, data: MNISTTensors, device, cache: bool) -> dict[str, float]:
     device = str(torch.device(device) if device is not None else default_device())
+    key = (seed, budget, device, data.info)
     if cache:
-        for t, s, b, d, data_id, metrics in _RUN_CACHE:
-            if s == seed and b == budget and d == device and data_id == id(data) and t == trial:
+        for t, *k, metrics in _RUN_CACHE:
+            if tuple(k) == key and t == trial:
                 return dict(metrics)
     metrics = run_trial(trial, seed, budget, data, device)
     if cache:
-        _RUN_CACHE.append((copy.deepcopy(trial), seed, budget, device, id(data), dict(metrics)))
+        _RUN_CACHE.append((copy.deepcopy(trial), *key, dict(metrics)))
     return metrics
 
 
@@ -536,7 +474,7 @@ def compare(
     budget = budget if budget is not None else Budget()
     if not isinstance(budget, Budget):
         raise TypeError(f"budget must be a Budget, got {type(budget).__name__}")
-    data = load_data(budget, root)
+    data = budget.data(root)
     runs: dict[str, dict[int, dict[str, float]]] = {}
     for name, trial in trials.items():
         runs[name] = {}
@@ -546,140 +484,3 @@ def compare(
                 shown = ", ".join(Results.format(k, v) for k, v in m.items() if k != "seconds")
                 print(f"{name} (seed {seed}): {shown} [{m['seconds']:.1f}s]", flush=True)
     return Results(runs, budget, data.info)
-
-
-# --- edits used by the chapter's questions ---------------------------------------------------
-
-
-def post_norm(model: ViT) -> ViT:
-    """Replace a :class:`ViT`'s pre-norm encoder by a post-norm one of the same size (in place)."""
-    c = model.config
-    model.encoder = Encoder(c.depth, c.dim, c.heads, c.mlp_dim, c.dropout, norm_first=False)
-    return model
-
-
-def no_positions(model: ViT) -> ViT:
-    """Zero the learned positional embedding and freeze it: the encoder sees no position at all."""
-    with torch.no_grad():
-        model.pos_embedding.zero_()
-    model.pos_embedding.requires_grad_(False)
-    return model
-
-
-def dropout_at(p: float, *places: str) -> Callable[[ViT], ViT]:
-    """An ``edit`` that puts dropout ``p`` at ``places`` (and nowhere else) in a :class:`ViT`.
-
-    Places: ``"embedding"`` (tokens + positions), ``"attention"`` (the attention weights),
-    ``"attn_out"`` (the attention branch after its output projection, before the residual
-    sum), ``"ffn"`` (inside the feed-forward network, after the activation), ``"ffn_out"``
-    (the feed-forward branch, before the residual sum).
-    """
-    unknown = set(places) - set(DROPOUT_PLACES)
-    if unknown:
-        raise ValueError(f"unknown dropout place(s) {sorted(unknown)}; choose from {DROPOUT_PLACES}")
-    if not 0.0 <= p < 1.0:
-        raise ValueError(f"dropout p must be in [0, 1), got {p}")
-
-    def edit(model: ViT) -> ViT:
-        model.dropout.p = p if "embedding" in places else 0.0
-        for block in model.encoder.blocks:
-            block.attn.dropout = p if "attention" in places else 0.0
-            block.drop1.p = p if "attn_out" in places else 0.0
-            block.ffn.net[2].p = p if "ffn" in places else 0.0
-            block.drop2.p = p if "ffn_out" in places else 0.0
-        return model
-
-    return edit
-
-
-# --- measurements -------------------------------------------------------------------------------
-
-
-@torch.no_grad()
-def layer_tokens(model: ViT, images: Tensor) -> list[Tensor]:
-    """The patch tokens entering the encoder and leaving each block: ``depth + 1`` tensors
-    ``[batch, patches, dim]`` (the CLS token, if any, is left out)."""
-    model.eval()
-    x = model.tokens(images)  # [batch, tokens, dim]
-    skip = 1 if model.cls_token is not None else 0
-    out = [x[:, skip:]]
-    for block in model.encoder.blocks:
-        x = block(x)
-        out.append(x[:, skip:])
-    return out
-
-
-def linear_probe(features: Tensor, labels: Tensor, n_train: int, ridge: float = 1e-3) -> float:
-    """Fit a ridge-regression classifier (one-hot targets) on the first ``n_train`` rows and
-    return its accuracy on the rest. features ``[N, F]``, labels ``[N]`` int."""
-    if not 0 < n_train < len(features):
-        raise ValueError(f"n_train must be in (0, {len(features)}), got {n_train}")
-    x = features.double()
-    mu, sd = x[:n_train].mean(0), x[:n_train].std(0) + 1e-8
-    x = torch.cat([(x - mu) / sd, torch.ones(len(x), 1, dtype=x.dtype)], dim=1)  # [N, F + 1]
-    classes = int(labels.max()) + 1
-    y = F.one_hot(labels[:n_train], classes).double()  # [n_train, classes]
-    a = x[:n_train]
-    w = torch.linalg.solve(a.T @ a + ridge * n_train * torch.eye(a.shape[1], dtype=x.dtype), a.T @ y)
-    return (x[n_train:] @ w).argmax(1).eq(labels[n_train:]).double().mean().item()
-
-
-def position_probe(images: int = 400) -> Callable[[ViT, Tensor, Tensor], dict[str, float]]:
-    """A ``measure``: can a linear classifier tell a patch token's grid position from the token
-    alone, at each depth? Trained on the tokens of ``images // 2`` test images, scored on the
-    next ``images // 2``. Returns ``{"probe L0": acc, "probe L1": acc, ...}`` (L0 = encoder input)."""
-
-    def measure(model: ViT, inputs: Tensor, labels: Tensor) -> dict[str, float]:
-        device = next(model.parameters()).device
-        layers = layer_tokens(model, inputs[:images].to(device))
-        n, p = layers[0].shape[:2]
-        positions = torch.arange(p).repeat(n)  # [n * p], image-major like the reshape below
-        return {
-            f"probe L{i}": linear_probe(t.reshape(n * p, -1).cpu(), positions, n_train=(n // 2) * p)
-            for i, t in enumerate(layers)
-        }
-
-    return measure
-
-
-def count_macs(model: nn.Module, images: Tensor) -> int:
-    """Multiply-accumulates of one forward pass per image: every ``nn.Linear`` plus the two
-    attention products (``QK^T`` and ``weights @ V``) of every :class:`MultiHeadAttention`."""
-    total = 0
-
-    def linear_hook(module: nn.Linear, inputs, output):
-        nonlocal total
-        total += output.numel() // output.shape[-1] * module.in_features * module.out_features
-
-    def attention_hook(module: MultiHeadAttention, inputs, output):
-        nonlocal total
-        b, n, d = inputs[0].shape
-        total += 2 * b * n * n * d
-
-    handles = [
-        m.register_forward_hook(linear_hook if isinstance(m, nn.Linear) else attention_hook)
-        for m in model.modules()
-        if isinstance(m, (nn.Linear, MultiHeadAttention))
-    ]
-    try:
-        with torch.no_grad():
-            was = model.training
-            model.eval()
-            model(images)
-            model.train(was)
-    finally:
-        for h in handles:
-            h.remove()
-    return total // images.shape[0]
-
-
-def ink_mass(raw: Tensor, labels: Tensor) -> Tensor:
-    """Regression target: the mean pixel value of each image ``[N, 1, 28, 28] -> [N]``."""
-    return raw.mean(dim=(1, 2, 3))
-
-
-def top_half_share(raw: Tensor, labels: Tensor) -> Tensor:
-    """Regression target: the share of each image's ink in its top 14 rows ``[N, 1, 28, 28] -> [N]``
-    (a 7 is top-heavy, a 6 bottom-heavy); unlike :func:`ink_mass` it depends on where the ink is."""
-    ink = raw[:, 0]  # [N, 28, 28]
-    return ink[:, : ink.shape[1] // 2].sum(dim=(1, 2)) / ink.sum(dim=(1, 2)).clamp_min(1e-8)

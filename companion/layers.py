@@ -6,13 +6,12 @@ Shapes: tokens are ``[batch, tokens, dim]``; images are ``[batch, channels, heig
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import Tensor, nn
-
-from .data import patchify
 
 
 class LayerNorm(nn.Module):
@@ -54,26 +53,25 @@ ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {"gelu": nn.GELU, "relu": nn.R
 
 
 class FeedForward(nn.Module):
-    """Position-wise MLP: Linear(dim -> hidden) -> activation -> dropout -> Linear(hidden -> dim).
+    """Position-wise MLP: ``fc1`` (dim -> hidden) -> ``act`` -> ``drop`` -> ``fc2`` (hidden -> dim).
 
     Applied to every token independently; it holds about 2/3 of a block's parameters
-    when ``hidden_dim = 4 * dim``.
+    when ``hidden_dim = 4 * dim``. The parts are named as in nanoGPT's ``MLP``.
     """
 
     def __init__(self, dim: int, hidden_dim: int, dropout: float = 0.0, activation: str = "gelu"):
         super().__init__()
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
-        self.net = nn.Sequential(
-            nn.Linear(dim, hidden_dim),  # [batch, tokens, hidden_dim]
-            ACTIVATIONS[activation](),
-            nn.Dropout(dropout),
-            nn.Linear(hidden_dim, dim),  # [batch, tokens, dim]
-        )
+        self.fc1 = nn.Linear(dim, hidden_dim)
+        self.act = ACTIVATIONS[activation]()
+        self.drop = nn.Dropout(dropout)
+        self.fc2 = nn.Linear(hidden_dim, dim)
 
     def forward(self, x: Tensor) -> Tensor:
         """x: ``[batch, tokens, dim]`` -> ``[batch, tokens, dim]``."""
-        return self.net(x)
+        h = self.drop(self.act(self.fc1(x)))  # [batch, tokens, hidden_dim]
+        return self.fc2(h)  # [batch, tokens, dim]
 
 
 def sinusoidal_table(max_len: int, dim: int) -> Tensor:
@@ -108,7 +106,7 @@ class SinusoidalPositionalEncoding(nn.Module):
         return x + self.pe[: x.shape[1]]
 
 
-def _pair(size: int | tuple[int, int]) -> tuple[int, int]:
+def pair(size: int | tuple[int, int]) -> tuple[int, int]:
     return (size, size) if isinstance(size, int) else tuple(size)  # type: ignore[return-value]
 
 
@@ -128,6 +126,21 @@ def _check_images(images: Tensor, in_channels: int, image_size: tuple[int, int])
         raise ValueError(f"expected {image_size[0]}x{image_size[1]} images, got {images.shape[2]}x{images.shape[3]}")
 
 
+def patchify(images: Tensor, patch_size: int) -> Tensor:
+    """Cut images into non-overlapping square patches, row by row.
+
+    ``[batch, C, H, W]`` -> ``[batch, (H/p)*(W/p), p*p*C]``; patch ``i`` is at grid row
+    ``i // (W/p)``, column ``i % (W/p)``, and its pixels are flattened row-major,
+    channels last (``(p1 p2 c)``).
+    """
+    if images.dim() != 4:
+        raise ValueError(f"images must be [batch, channels, height, width], got shape {tuple(images.shape)}")
+    h, w = images.shape[-2:]
+    if patch_size <= 0 or h % patch_size or w % patch_size:
+        raise ValueError(f"image size {h}x{w} is not divisible by patch_size={patch_size}")
+    return rearrange(images, "b c (gh p1) (gw p2) -> b (gh gw) (p1 p2 c)", p1=patch_size, p2=patch_size)
+
+
 class PatchEmbedding(nn.Module):
     """Cut images into non-overlapping ``patch_size`` squares and map each to a ``dim`` vector.
 
@@ -136,7 +149,7 @@ class PatchEmbedding(nn.Module):
 
     def __init__(self, image_size: int | tuple[int, int], patch_size: int, in_channels: int, dim: int):
         super().__init__()
-        h, w = _pair(image_size)
+        h, w = pair(image_size)
         if patch_size <= 0 or h % patch_size or w % patch_size:
             raise ValueError(
                 f"image_size {h}x{w} is not divisible by patch_size={patch_size}: the image must be "
@@ -166,7 +179,7 @@ class ConvStem(nn.Module):
 
     def __init__(self, image_size: int | tuple[int, int], patch_size: int, in_channels: int, dim: int):
         super().__init__()
-        h, w = _pair(image_size)
+        h, w = pair(image_size)
         n_convs = patch_size.bit_length() - 1
         if patch_size < 2 or patch_size != 2**n_convs:
             raise ValueError(f"the conv stem needs a power-of-two patch_size (2, 4, 8, ...), got {patch_size}")

@@ -11,13 +11,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict, dataclass, fields
 
 import torch
 from torch import Tensor, nn
 
 from .encoder import Encoder
-from .layers import ConvStem, PatchEmbedding, _pair
+from .layers import ConvStem, PatchEmbedding, pair
 
 
 @dataclass
@@ -45,7 +46,7 @@ class ViTConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"ViTConfig.{name} must be a positive int, got {value!r}")
-        h, w = _pair(self.image_size)
+        h, w = pair(self.image_size)
         if h % self.patch_size or w % self.patch_size:
             raise ValueError(
                 f"ViTConfig.image_size {h}x{w} is not divisible by patch_size={self.patch_size}; choose a "
@@ -68,7 +69,7 @@ class ViTConfig:
 
     @property
     def num_patches(self) -> int:
-        h, w = _pair(self.image_size)
+        h, w = pair(self.image_size)
         return (h // self.patch_size) * (w // self.patch_size)
 
     def to_dict(self) -> dict:
@@ -81,6 +82,29 @@ class ViTConfig:
         if unknown:
             raise ValueError(f"unknown ViTConfig field(s): {sorted(unknown)}")
         return cls(**d)
+
+
+# The named configurations of the book, in one table (minGPT keeps its model types the same way).
+PRESETS: dict[str, ViTConfig] = {
+    # The textbook ViT for MNIST of chapters 1-3: 16 patches of 7x7, dim 64, 6 blocks.
+    "textbook": ViTConfig(),
+    # The trained recipe (chapter 5, the CLI, the shipped checkpoint): a convolutional stem
+    # making 49 tokens of 4x4 cells; everything else as the textbook model.
+    "recipe": ViTConfig(stem="conv", patch_size=4),
+    # Chapter 6's small model, trained hundreds of times: 7x7 patches, dim 32, 2 blocks, 4 heads.
+    "small": ViTConfig(dim=32, depth=2, heads=4, mlp_dim=64),
+    # Chapter 4's bug zoo: the small model with 2 heads (its stored verdicts were measured so).
+    "small-2heads": ViTConfig(dim=32, depth=2, heads=2, mlp_dim=64),
+    # Seconds-long smoke tests and the benchmark's --tiny run.
+    "tiny": ViTConfig(dim=8, depth=1, heads=2, mlp_dim=8),
+}
+
+
+def preset(name: str, **changes) -> ViTConfig:
+    """The configuration ``PRESETS[name]`` with ``changes`` applied, e.g. ``preset("small", pool="mean")``."""
+    if name not in PRESETS:
+        raise KeyError(f"no ViT preset {name!r}; choose from {sorted(PRESETS)}")
+    return dataclasses.replace(PRESETS[name], **changes)
 
 
 class ViT(nn.Module):

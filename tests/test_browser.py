@@ -37,6 +37,8 @@ from urllib.parse import unquote, urldefrag, urlparse
 import pytest
 from test_book import colab_url, toc_notebooks
 
+pytestmark = pytest.mark.book  # builds the book: `pytest -m 'not slow and not book'` skips it
+
 ROOT = Path(__file__).resolve().parents[1]
 BUILD = ROOT / "_build"
 HTML = BUILD / "html"

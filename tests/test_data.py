@@ -4,7 +4,13 @@ from torch.testing import assert_close
 from torchvision.datasets import MNIST
 
 from companion import data
-from companion.data import MNISTNotFoundError, mnist, mnist_loaders, resolve_root, to_tensors
+from companion.data import (
+    MNISTNotFoundError,
+    mnist,
+    mnist_loaders,
+    resolve_root,
+    to_tensors,
+)
 
 
 def test_root_resolution_order(monkeypatch, tmp_path):
@@ -64,3 +70,35 @@ def test_loaders_split_and_repeat(mnist_root):
     assert "held out for validation" in a.info
     with pytest.raises(ValueError, match="val_size"):
         mnist_loaders(root=mnist_root, val_size=-1)
+
+
+def test_mnist_subset_first_or_seeded_random_and_cached(mnist_root):
+    first = data.mnist_subset(100, 50, root=mnist_root)
+    again = data.mnist_subset(100, 50, root=mnist_root)
+    assert again is first  # read once per process
+    full = data.mnist_loaders(root=mnist_root)
+    x_all, y_all = full.train.dataset.tensors
+    assert torch.equal(first.x_train, x_all[:100]) and torch.equal(first.y_train, y_all[:100])
+    assert torch.equal(first.x_test, full.test.dataset.tensors[0][:50])
+    rand = data.mnist_subset(100, 50, sample="random", seed=0, root=mnist_root)
+    # chapter 6's images: a permutation seeded with 0, its first N (the set must never change)
+    keep = torch.randperm(len(x_all), generator=torch.Generator().manual_seed(0))[:100]
+    assert torch.equal(rand.x_train, x_all[keep]) and not torch.equal(rand.x_train, first.x_train)
+    other = data.mnist_subset(100, 50, sample="random", seed=1, root=mnist_root)
+    assert not torch.equal(other.y_train, rand.y_train)
+    assert torch.allclose(rand.raw_train.min(), torch.tensor(0.0), atol=1e-6)
+    assert "drawn at random (seed 0)" in rand.info and "the first 50 used for testing" in rand.info
+    assert len(rand.train) == 100 and sum(len(b[1]) for b in rand.test_loader(20)) == 50
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(train_size=0), "train_size must be a positive int"),
+        (dict(sample="middle"), "sample must be 'first' or 'random'"),
+        (dict(train_size=10**6), "the training set has"),
+    ],
+)
+def test_mnist_subset_rejects_bad_sizes(mnist_root, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        data.mnist_subset(root=mnist_root, **kwargs)

@@ -1,7 +1,6 @@
 """companion.doctor: every bug of the zoo is caught with its own code, correct models pass, nothing is disturbed."""
 
 import math
-import time
 
 import pytest
 import torch
@@ -11,17 +10,17 @@ from torchvision.models import VisionTransformer
 
 from companion import PatchEmbedding, SinusoidalPositionalEncoding, ViT, ViTConfig
 from companion.bugs import (
+    BUDGET,
     SMALL,
     ZOO,
     AlwaysDropout,
     LayerNormNoMean,
-    StepChunks,
     leftover_bytes,
-    small_mnist,
-    train_briefly,
     vit_torch_attention,
 )
+from companion.data import mnist_subset
 from companion.doctor import CODES, Finding, Report, diagnose
+from companion.train import evaluate, loader, train_model
 
 
 def images(n=16, channels=1, size=28, seed=0):
@@ -155,8 +154,8 @@ def test_each_bug_is_flagged_with_its_code_only_and_its_fix_is_clean(bug):
 
 
 def test_zoo_is_flagged_on_a_real_mnist_batch_too(mnist_root):
-    data = small_mnist(root=mnist_root)
-    x, y = next(iter(data.train_loader()))
+    data = mnist_subset(test_size=2000, root=mnist_root)
+    x, y = next(iter(loader(data.train, BUDGET.batch_size)))
     x, y = x[:16], y[:16]
     for bug in ZOO:
         assert diagnose(bug.build(), x, y, bug.loss()).codes == [bug.code], bug.name
@@ -317,11 +316,6 @@ def test_unused_parameter_without_a_loss_uses_a_random_projection():
     assert report.codes == ["unused-parameter"] and report.findings[0].where == "spare.weight, spare.bias"
 
 
-def test_nll_equals_cross_entropy_after_log_softmax():
-    z = torch.randn(16, 10, generator=torch.Generator().manual_seed(0))
-    torch.testing.assert_close(F.nll_loss(F.log_softmax(z, dim=-1), labels()), F.cross_entropy(z, labels()))
-
-
 def test_bad_inputs_raise_clear_errors():
     with pytest.raises(ValueError, match="at least 2 samples"):
         diagnose(vit(), images(1))
@@ -377,15 +371,6 @@ def test_diagnose_on_cuda_restores_the_cuda_generator_and_finds_the_same_bugs():
         assert diagnose(bug.build(fixed=True).cuda(), images(), labels(), bug.loss(fixed=True)).ok, bug.name
 
 
-def test_diagnose_is_quick_on_the_default_vit():
-    model = ViT()
-    diagnose(model, images(64), labels(64), F.cross_entropy)  # warm-up
-    start = time.perf_counter()
-    report = diagnose(model, images(64), labels(64), F.cross_entropy)
-    seconds = time.perf_counter() - start
-    assert report.ok and seconds < 10, f"{seconds:.1f}s"
-
-
 # ---------------------------------------------------------------------------------------------
 # The report
 # ---------------------------------------------------------------------------------------------
@@ -408,30 +393,28 @@ def test_report_renders_as_text_and_markdown_deterministically():
 # ---------------------------------------------------------------------------------------------
 
 
-def test_step_chunks_continue_where_they_stopped():
-    chunks = StepChunks(list(range(5)), 3)
-    assert [list(chunks) for _ in range(3)] == [[0, 1, 2], [3, 4, 0], [1, 2, 3]] and len(chunks) == 3
-
-
 _RUNS: dict = {}
 
 
 def brief(bug, fixed, data):
     key = (bug.fixed, bug.fixed_loss) if fixed else (bug.name,)
     if key not in _RUNS:
-        _RUNS[key] = train_briefly(bug.build(fixed=fixed), data, loss_fn=bug.loss(fixed))
+        model = bug.build(fixed=fixed)
+        torch.manual_seed(0)  # the same dropout masks for every run, as chapter 4 trains them
+        train_model(model, data.train, BUDGET, seed=0, loss_fn=bug.loss(fixed), device="cpu", progress=False)
+        _RUNS[key] = evaluate(model, data.test_loader(), bug.loss(fixed), "cpu")
     return _RUNS[key]
 
 
 @pytest.fixture(scope="module")
 def data(mnist_root):
-    return small_mnist(root=mnist_root)
+    return mnist_subset(test_size=2000, root=mnist_root)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("bug", [b for b in ZOO if b.hurts], ids=lambda b: b.name)
 def test_fixed_twin_learns_where_its_buggy_twin_does_not(bug, data):
     # (the bugs that do not hurt in this budget are trained and checked in chapter 4's summary cell)
-    buggy, fixed = brief(bug, False, data).test["accuracy"], brief(bug, True, data).test["accuracy"]
+    buggy, fixed = brief(bug, False, data)["accuracy"], brief(bug, True, data)["accuracy"]
     assert fixed >= 0.45, fixed  # chance is 0.10; measured 0.60-0.68 after 160 steps
     assert fixed - buggy >= 0.15, (buggy, fixed)  # measured gaps: 0.25 (parens on raw pixels) to 0.59

@@ -7,28 +7,22 @@ import pytest
 import torch
 from torch import nn
 
-from companion.experiments import (
-    Budget,
-    Results,
-    Trial,
-    compare,
+from companion.edits import dropout_at, no_positions, post_norm
+from companion.experiments import Budget, Results, Trial, compare
+from companion.probes import (
     count_macs,
-    dropout_at,
     ink_mass,
     linear_probe,
-    no_positions,
     position_probe,
-    post_norm,
-    small_config,
     top_half_share,
 )
-from companion.vit import ViT
+from companion.vit import ViT, preset
 
 TINY = Budget(train_size=96, test_size=64, epochs=1, batch_size=32, eval_batch_size=64)
 
 
 def tiny(**changes):
-    return small_config(**{"dim": 8, "depth": 1, "heads": 2, "mlp_dim": 8, **changes})
+    return preset("tiny", **changes)
 
 
 @pytest.fixture(scope="module")
@@ -96,10 +90,12 @@ def test_paired_difference_and_its_t_test_match_a_hand_computation():
     d = r.difference("a", "b")  # per seed 0.1, 0.2, 0.3: mean 0.2, std 0.1, t = 0.2 / (0.1 / sqrt(3))
     assert d.values == pytest.approx([0.1, 0.2, 0.3])
     assert (d.mean, d.std, d.t) == (pytest.approx(0.2), pytest.approx(0.1), pytest.approx(2 * math.sqrt(3)))
-    assert not d.clear  # 3.46 < 4.303, the 95 % critical value with 2 degrees of freedom
+    # two-sided p of t = 2 sqrt(3) with 2 degrees of freedom: 1 - t / sqrt(t^2 + 2) (closed form for df = 2)
+    assert d.p == pytest.approx(1 - d.t / math.sqrt(d.t**2 + 2)) and 0.05 < d.p < 0.1
+    assert not d.clear
     e = r.difference("a", "c")  # 0.11, 0.11, 0.12: small but consistent
-    assert e.t > 4.303 and e.clear
-    assert str(d) == "a − b: +20.0 ± 10.0 points of accuracy over 3 seeds (paired t = 3.5: not clear)"
+    assert e.t > 4.303 and e.p < 0.05 and e.clear  # 4.303: the 95 % critical value with 2 degrees of freedom
+    assert str(d) == "a − b: +20.0 ± 10.0 points of accuracy over 3 seeds (paired t = 3.5, p = 0.074: not clear)"
     assert r.difference("b", "a").mean == pytest.approx(-0.2)
     with pytest.raises(ValueError, match="not run with the same seeds"):
         Results({"a": a, "d": {5: {"accuracy": 0.1}, 6: {"accuracy": 0.1}, 7: {"accuracy": 0.1}}}).difference("a", "d")
@@ -132,7 +128,7 @@ def test_results_table_and_plot(results):
         (lambda: Budget(epochs=0), ValueError, "Budget.epochs must be a positive int"),
         (lambda: Budget(train_size=-5), ValueError, "Budget.train_size"),
         (lambda: Trial(optimizer="rmsprop"), ValueError, "Trial.optimizer must be one of"),
-        (lambda: Trial(lr=0), ValueError, "Trial.lr must be a positive number"),
+        (lambda: Trial(lr=0), ValueError, "lr must be a positive number"),
         (lambda: Trial(model=tiny(), target=ink_mass), ValueError, "num_classes=1"),
         (lambda: Trial(model="vit"), TypeError, "Trial.model must be"),
         (lambda: dropout_at(0.1, "everywhere"), ValueError, "unknown dropout place"),
@@ -146,7 +142,7 @@ def test_bad_input_raises_a_clear_error(call, error, message):
 
 
 def test_budget_larger_than_the_data_is_refused(mnist_root):
-    with pytest.raises(ValueError, match="test set has 10000 images"):
+    with pytest.raises(ValueError, match="the test set has 10,000 images"):
         compare({"x": tiny()}, budget=Budget(test_size=20_000), device="cpu", root=mnist_root)
 
 
@@ -183,7 +179,7 @@ def test_edits_change_the_model_as_described():
     torch.manual_seed(0)
     model = dropout_at(0.3, "attention", "ffn")(ViT(tiny(depth=2)))
     for block in model.encoder.blocks:
-        assert (block.attn.dropout, block.drop1.p, block.ffn.net[2].p, block.drop2.p) == (0.3, 0.0, 0.3, 0.0)
+        assert (block.attn.dropout, block.drop1.p, block.ffn.drop.p, block.drop2.p) == (0.3, 0.0, 0.3, 0.0)
     assert model.dropout.p == 0.0
     model = post_norm(ViT(tiny(depth=3)))
     assert [b.norm_first for b in model.encoder.blocks] == [False] * 3
@@ -196,6 +192,7 @@ def test_edits_change_the_model_as_described():
 def test_count_macs_of_a_linear_layer_and_of_attention():
     assert count_macs(nn.Sequential(nn.Flatten(), nn.Linear(784, 10)), torch.zeros(3, 1, 28, 28)) == 7840
     config = tiny()  # 16 patches + CLS = 17 tokens of dim 8, one block, MLP 8
+    # written out: patch embedding, q/k/v/out projections, QK^T and weights @ V, MLP, head
     n, d, p = 17, 8, 49
     expected = 16 * p * d + n * (3 * d * d + d * d) + 2 * n * n * d + n * (d * 8 + 8 * d) + d * 10
     assert count_macs(ViT(config), torch.zeros(2, 1, 28, 28)) == expected
@@ -213,11 +210,11 @@ def test_linear_probe_finds_a_linear_signal_and_not_noise():
 def test_position_probe_reads_positions_from_the_embedding_and_not_from_noise():
     torch.manual_seed(0)
     images, labels = torch.randn(40, 1, 28, 28), torch.zeros(40, dtype=torch.long)
-    model = ViT(small_config(depth=2))  # dim 32: room for 16 linearly separable positions
+    model = ViT(preset("small", depth=2))  # dim 32: room for 16 linearly separable positions
     with torch.no_grad():
         model.pos_embedding.mul_(50)  # make positions dominate the tokens
     out = position_probe(images=40)(model, images, labels)
     assert list(out) == ["probe L0", "probe L1", "probe L2"]
     assert out["probe L0"] > 0.95
-    blind = position_probe(images=40)(no_positions(ViT(small_config(depth=2))), images, labels)
+    blind = position_probe(images=40)(no_positions(ViT(preset("small", depth=2))), images, labels)
     assert max(blind.values()) < 0.25  # random pixels, no positions: chance is 1/16

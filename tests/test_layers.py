@@ -6,8 +6,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.testing import assert_close
 
-from companion.data import patchify
-from companion.layers import FeedForward, LayerNorm, PatchEmbedding, SinusoidalPositionalEncoding
+from companion.bugs import LayerNormNoMean, LayerNormParens
+from companion.layers import (
+    FeedForward,
+    LayerNorm,
+    PatchEmbedding,
+    SinusoidalPositionalEncoding,
+    patchify,
+)
 
 
 def shifted_input():
@@ -37,22 +43,20 @@ def test_layernorm_output_statistics_per_token():
     assert_close(y.var(-1, unbiased=False), torch.ones(4, 7), atol=1e-3, rtol=0)
 
 
-@pytest.mark.parametrize(
-    "buggy",
-    [
-        lambda x: x / torch.sqrt(x.var(-1, keepdim=True, unbiased=False) + 1e-5),  # no mean subtraction
-        lambda x: x - x.mean(-1, keepdim=True) / torch.sqrt(x.var(-1, keepdim=True, unbiased=False) + 1e-5),  # parentheses
-    ],
-    ids=["no-mean", "parentheses"],
-)
-def test_layernorm_bugs_are_caught_by_this_tolerance(buggy):
+@pytest.mark.parametrize("buggy", [LayerNormNoMean, LayerNormParens], ids=["no-mean", "parentheses"])
+def test_the_zoos_layernorm_bugs_differ_from_layernorm_beyond_this_tolerance(buggy):
+    # chapter 4's broken norms must fail the comparison the correct one passes
     x = shifted_input()
-    assert not torch.allclose(buggy(x), F.layer_norm(x, (16,)), atol=1e-4)
+    assert not torch.allclose(buggy(16)(x), F.layer_norm(x, (16,)), atol=1e-4)
+    assert torch.allclose(LayerNorm(16)(x), F.layer_norm(x, (16,)), atol=1e-4)
 
 
 def test_feedforward_shapes_and_activation():
     ffn = FeedForward(8, 32, activation="relu")
     assert ffn(torch.randn(2, 5, 8)).shape == (2, 5, 8)
+    assert [name for name, _ in ffn.named_children()] == ["fc1", "act", "drop", "fc2"]
+    x = torch.randn(3, 8)
+    assert torch.equal(ffn(x), ffn.fc2(torch.relu(ffn.fc1(x))))
     assert sum(p.numel() for p in ffn.parameters()) == 8 * 32 + 32 + 32 * 8 + 8
     with pytest.raises(ValueError, match="activation must be one of"):
         FeedForward(8, 32, activation="swish")
