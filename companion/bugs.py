@@ -48,6 +48,25 @@ class LayerNormNoMean(LayerNorm):
         return x / torch.sqrt(var + self.eps) * self.weight + self.bias
 
 
+class LayerNormMeanOverStd(LayerNorm):
+    """BUG (a ViT blog's LayerNorm): the mean divided by the spread; ``x`` is lost.
+
+    ``w * x.mean(-1, keepdim=True) / (x.std(-1, keepdim=True) + eps) + b`` is one number
+    per token, broadcast over ``dim``: every token leaves the layer as ``c * w + b``
+    with a scalar ``c``, whatever else it held. (:class:`LayerNormNoMean` keeps ``x``
+    and is close to RMSNorm: a different, milder bug.) The blog uses ``eps=1e-6``.
+    """
+
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__(dim, eps, fused=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: ``[..., dim]`` -> ``[..., dim]``: each row is ``c * weight + bias``."""
+        mean = x.mean(-1, keepdim=True)  # [..., 1]
+        std = x.std(-1, keepdim=True)  # [..., 1], unbiased (torch.std's default)
+        return self.weight * mean / (std + self.eps) + self.bias  # BUG: x - mean
+
+
 class LayerNormParens(LayerNorm):
     """BUG: missing parentheses, ``x - mean / std`` instead of ``(x - mean) / std``: nothing is scaled."""
 
