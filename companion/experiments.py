@@ -242,11 +242,19 @@ class Difference:
     def verdict(self) -> str:
         return "clear at the 5 % level" if self.clear else "not clear"
 
-    def __str__(self) -> str:
+    @property
+    def size(self) -> str:
+        """Mean ± std of the differences: ``+5.5 ± 5.0 points`` for accuracies, else 3 decimals."""
         if "accuracy" in self.metric or self.metric.startswith("probe"):
-            size = f"{100 * self.mean:+.1f} ± {100 * self.std:.1f} points"
-        else:
-            size = f"{self.mean:+.3f} ± {self.std:.3f}"
+            return f"{100 * self.mean:+.1f} ± {100 * self.std:.1f} points"
+        return f"{self.mean:+.3f} ± {self.std:.3f}"
+
+    def words(self, higher: str, lower: str) -> str:
+        """``higher`` when ``a`` was ahead of ``b`` on average, else ``lower`` (for prose)."""
+        return higher if self.mean > 0 else lower
+
+    def __str__(self) -> str:
+        size = self.size
         return (
             f"{self.a} − {self.b}: {size} of {self.metric} over {len(self.values)} seeds "
             f"(paired t = {self.t:.1f}, p = {self.p:.3f}: {self.verdict})"
