@@ -96,3 +96,341 @@ def test_readme_has_a_colab_badge_for_every_chapter_and_none_for_a_missing_one()
     missing = [nb for url, nb in expected.items() if url not in links]
     assert not missing, f"chapters without a Colab badge in README: {missing}"
     assert len(links) == len(set(links)), "a chapter has two Colab badges in README"
+
+
+# ------------------------------------------------------------ the textbook apparatus
+# Citations, glossary links, numbered figures and tables, cross-chapter links,
+# exercises that hide their solutions, a "your turn" check, further reading and a
+# measured run time. The checks that every chapter passes run on all of them; the rest
+# run on the chapters in CRAFTED, the ones that already have the whole apparatus. Add a
+# chapter (its file name without .ipynb) when it does: chapter 4 is the model to copy.
+
+CRAFTED = ["04_bugs"]
+
+BOOK = ROOT / "book"
+BIB = BOOK / "references.bib"
+GLOSSARY = BOOK / "glossary.md"
+PAGES = sorted([*NOTEBOOKS, *BOOK.glob("*.md")])
+# The reference tutorials a "Further reading" section points to (three or more).
+TUTORIALS = {
+    "the Annotated Transformer": "nlp.seas.harvard.edu/annotated-transformer",
+    "minGPT/nanoGPT": "github.com/karpathy/",
+    "d2l.ai": "d2l.ai/",
+    "the UvA DL notebooks": "uvadlc-notebooks.readthedocs.io",
+    "PyTorch tutorials": "pytorch.org/tutorials",
+}
+# Glossary terms whose running-text forms the default (the term + 's'/'es') misses.
+TERM_FORMS = {
+    "query, key, value": r"\bquer(?:y|ies)\b(?=[^.]{0,40}\bkeys?\b)",
+    "log-probabilities": r"\blog-probabilit(?:y|ies)\b",
+    "kv cache": r"\b(?:kv|key/value|key-value) cache\b",
+}
+_ROLE_RE = re.compile(r"\{(?P<role>[a-z][\w:-]*)\}`(?P<body>[^`]+)`")
+
+
+def _markdown_cells(path: Path) -> list[tuple[int, str]]:
+    """(cell index, text) of the Markdown a page shows (markdown cells, a .md file)."""
+    if path.suffix == ".md":
+        return [(0, path.read_text())]
+    cells = load(path)["cells"]
+    return [
+        (i, "".join(c["source"]))
+        for i, c in enumerate(cells)
+        if c["cell_type"] == "markdown"
+    ]
+
+
+def _markdown(path: Path) -> list[str]:
+    return [text for _, text in _markdown_cells(path)]
+
+
+def _role_targets(text: str, *roles: str) -> list[str]:
+    """Targets of the roles: {cite:p}`a,b` -> a, b; {numref}`Table %s <x>` -> x."""
+    targets = []
+    for m in _ROLE_RE.finditer(text):
+        if m["role"] in roles or any(m["role"].startswith(r + ":") for r in roles):
+            body = m["body"]
+            inner = re.search(r"<([^<>]+)>\s*$", body)
+            body = inner[1] if inner else body
+            targets += (
+                [t.strip() for t in body.split(",")]
+                if m["role"].startswith("cite")
+                else [body.strip()]
+            )
+    return targets
+
+
+def bib_keys() -> set[str]:
+    return set(re.findall(r"^@\w+\{([^,\s]+),", BIB.read_text(), flags=re.M))
+
+
+def glossary_terms() -> list[str]:
+    """The terms the glossary defines (unindented lines of its {glossary} block)."""
+    block = re.search(r"```\{glossary\}\n(.*?)\n```", GLOSSARY.read_text(), flags=re.S)
+    assert block, f"{GLOSSARY} has no ```{{glossary}} block"
+    return [
+        line.strip()
+        for line in block[1].splitlines()
+        if line.strip() and not line[0].isspace()
+    ]
+
+
+def labels(path: Path) -> dict[str, str]:
+    """Labels a page defines -> their kind: figures and tables (:name:, cell metadata),
+    sections and other targets (``(label)=``)."""
+    found = {}
+    for text in _markdown(path):
+        found |= dict.fromkeys(
+            re.findall(r"^\(([\w-]+)\)=\s*$", text, flags=re.M), "target"
+        )
+        for m in re.finditer(
+            r"^(`{3,}|:{3,})\{(\w+)\}[^\n]*\n"  # a directive, its options, :name:
+            r"(?:[ \t]*:[\w-]+:[^\n]*\n)*?[ \t]*:name:\s*(\S+)",
+            text,
+            flags=re.M,
+        ):
+            found[m[3]] = m[2]  # "figure", "table", "glue:figure" ...
+    if path.suffix == ".ipynb":
+        for cell in load(path)["cells"]:
+            name = cell["metadata"].get("mystnb", {}).get("figure", {}).get("name")
+            if name:
+                found[name] = "figure"
+    return found
+
+
+def _all_labels() -> dict[str, str]:
+    found = {}
+    for page in PAGES:
+        found |= labels(page)
+    return found
+
+
+@pytest.mark.parametrize("path", PAGES, ids=lambda p: p.name)
+def test_citations_glossary_links_and_references_resolve(path):
+    """Every {cite} key is in references.bib, every {term} in the glossary, every
+    {numref}/{ref} label is defined on some page, and every relative link to a chapter
+    names an existing file."""
+    text = "\n".join(_markdown(path))
+    missing = sorted(set(_role_targets(text, "cite")) - bib_keys())
+    assert not missing, f"{path.name}: {{cite}} keys not in {BIB.name}: {missing}"
+    terms = {t.lower() for t in glossary_terms()}
+    unknown = sorted({t for t in _role_targets(text, "term") if t.lower() not in terms})
+    assert not unknown, f"{path.name}: {{term}} targets not in the glossary: {unknown}"
+    undefined = sorted(set(_role_targets(text, "numref", "ref")) - set(_all_labels()))
+    assert not undefined, (
+        f"{path.name}: labels referred to but defined nowhere: {undefined}"
+    )
+    for target in re.findall(r"\]\((?!https?:|#)([^)#\s]+)", text):
+        assert (path.parent / target).exists(), (
+            f"{path.name}: link to a missing file: {target}"
+        )
+
+
+def _figure_cells(nb) -> list[int]:
+    return [
+        i
+        for i, c in enumerate(nb["cells"])
+        if c["cell_type"] == "code"
+        and any(
+            {"image/png", "image/svg+xml"} & set(o.get("data", {}))
+            for o in c["outputs"]
+        )
+    ]
+
+
+@pytest.mark.parametrize("chapter", CRAFTED)
+def test_figures_and_tables_are_numbered_and_referred_to(chapter):
+    path = BOOK / f"{chapter}.ipynb"
+    nb = load(path)
+    for i in _figure_cells(nb):
+        meta = nb["cells"][i]["metadata"].get("mystnb", {})
+        figure, image = meta.get("figure", {}), meta.get("image", {})
+        assert figure.get("name") and figure.get("caption") and image.get("alt"), (
+            f"cell {i} draws a figure: give it cell metadata mystnb.figure.name and "
+            ".caption and mystnb.image.alt (a label, a caption and alt text without "
+            "measured numbers)"
+        )
+    text = "\n".join(_markdown(path))
+    bare = [line for line in re.findall(r"^\|.*\|\s*$", text, flags=re.M)]
+    in_tables = re.findall(
+        r"^(?:`{3,}|:{3,})\{table\}.*?^(?:`{3,}|:{3,})\s*$", text, flags=re.M | re.S
+    )
+    assert len(bare) == sum(
+        len(re.findall(r"^\|.*\|\s*$", t, flags=re.M)) for t in in_tables
+    ), (
+        "a Markdown table outside a {table} directive: wrap it in "
+        "```{table} caption / :name:"
+    )
+    defined = {
+        name
+        for name, kind in labels(path).items()
+        if kind in ("figure", "table", "glue:figure")
+    }
+    assert defined, f"{chapter} numbers no figure or table"
+    unreferenced = sorted(defined - set(_role_targets(text, "numref")))
+    assert not unreferenced, (
+        f"{chapter}: figures/tables never referred to by {{numref}}: {unreferenced}"
+    )
+
+
+def _glossary_events(
+    text: str, forms: dict[str, re.Pattern]
+) -> list[tuple[int, str, bool]]:
+    """(position, term, is_link) for every glossary link and plain use of a term."""
+    from test_prose import strip_exempt  # code, math, roles and link targets blanked
+
+    links = {}
+
+    def mark(m):
+        links[f"GLOSSARYLINK{len(links)}X"] = _role_targets(m[0], "term")[0].lower()
+        return f" GLOSSARYLINK{len(links) - 1}X "
+
+    text = _ROLE_RE.sub(lambda m: mark(m) if m["role"] == "term" else m[0], text)
+    text = strip_exempt(text)
+    text = re.sub(r"^#.*$", lambda m: " " * len(m[0]), text, flags=re.M)  # headings
+    events = [
+        (m.start(), links[m[0]], True) for m in re.finditer(r"GLOSSARYLINK\d+X", text)
+    ]
+    for term, pattern in forms.items():
+        events += [(m.start(), term, False) for m in pattern.finditer(text)]
+    return sorted(events)
+
+
+def unlinked_first_uses(path: Path) -> list[str]:
+    """Glossary terms whose first use in the page's prose is not a {term} link."""
+    forms = {
+        t.lower(): re.compile(
+            TERM_FORMS.get(t.lower(), rf"\b{re.escape(t.lower())}(?:s|es)?\b"), re.I
+        )
+        for t in glossary_terms()
+    }
+    linked, problems = set(), {}
+    for i, text in _markdown_cells(path):
+        for _, term, is_link in _glossary_events(text, forms):
+            if is_link:
+                linked.add(term)
+            elif term not in linked and term not in problems:
+                problems[term] = f"{term!r} (first used in cell {i} without {{term}})"
+    return list(problems.values())
+
+
+def test_the_first_use_check_finds_an_unlinked_term(tmp_path):
+    page = tmp_path / "x.md"
+    page.write_text(
+        "# Tokens\n\nA {term}`token <Token>` and `patch` in code, then a patch.\n\n"
+        "The {term}`LayerNorm` and the logits; $logits$ in math is exempt.\n"
+    )
+    assert unlinked_first_uses(page) == [
+        "'patch' (first used in cell 0 without {term})",
+        "'logits' (first used in cell 0 without {term})",
+    ]
+
+
+@pytest.mark.parametrize("chapter", CRAFTED)
+def test_glossary_terms_are_linked_at_their_first_use(chapter):
+    problems = unlinked_first_uses(BOOK / f"{chapter}.ipynb")
+    assert not problems, (
+        f"{chapter}: link the first use of each glossary term: {problems}"
+    )
+
+
+@pytest.mark.parametrize("chapter", CRAFTED)
+def test_cites_its_papers_and_links_other_chapters(chapter):
+    text = "\n".join(_markdown(BOOK / f"{chapter}.ipynb"))
+    assert _role_targets(text, "cite"), f"{chapter} cites no paper with {{cite}}"
+    others = set(re.findall(r"\]\((\d\d_\w+)\.ipynb", text)) | {
+        t.removesuffix(".ipynb")
+        for t in _role_targets(text, "doc")
+        if re.match(r"\d\d_", t)
+    }
+    assert len(others - {chapter}) >= 2, (
+        f"{chapter} links {sorted(others)}: link the chapters it builds on and those "
+        "that revisit it"
+    )
+    reading = re.search(
+        r"^## Further reading\n(.*?)(?=^## |\Z)", text, flags=re.M | re.S
+    )
+    assert reading, f"{chapter} has no '## Further reading' section"
+    named = [name for name, url in TUTORIALS.items() if url in reading[1]]
+    assert len(named) >= 3, (
+        f"{chapter}'s further reading points at {named}; name at least three of "
+        f"{list(TUTORIALS)}"
+    )
+
+
+def _section(nb, heading: str) -> list[dict]:
+    """The cells from the markdown cell holding ``heading`` to the next '## '."""
+    cells, inside = [], False
+    for cell in nb["cells"]:
+        source = "".join(cell["source"])
+        if cell["cell_type"] == "markdown":
+            starts = re.search(rf"^{re.escape(heading)}\s*$", source, flags=re.M)
+            if inside and re.search(r"^## ", source, flags=re.M) and not starts:
+                break
+            inside = inside or bool(starts)
+        if inside:
+            cells.append(cell)
+    return cells
+
+
+@pytest.mark.parametrize("chapter", CRAFTED)
+def test_exercises_mark_difficulty_hide_solutions_and_check_the_readers_line(chapter):
+    cells = _section(load(BOOK / f"{chapter}.ipynb"), "## Exercises")
+    assert cells, f"{chapter} has no '## Exercises' section"
+    text = "\n".join(
+        "".join(c["source"]) for c in cells if c["cell_type"] == "markdown"
+    )
+    exercises = re.findall(r"^### .*$", text, flags=re.M)
+    assert exercises, (
+        "write each exercise under its own '### N. title (difficulty)' heading"
+    )
+    assert all(re.search(r"★", h) for h in exercises), (
+        f"mark the difficulty (★☆☆ to ★★★): {exercises}"
+    )
+    checks = 0
+    for cell in (c for c in cells if c["cell_type"] == "code"):
+        tags = set(cell["metadata"].get("tags", []))
+        assert tags & {"hide-cell", "hide-output", "remove-output"}, (
+            "a solution's output is shown above the toggle: tag the cell hide-cell "
+            f"(or hide-output for a check): {''.join(cell['source'])[:80]!r}"
+        )
+        if re.search(r"\bcheck\(", "".join(cell["source"])):
+            out = "".join("".join(o.get("text", "")) for o in cell["outputs"])
+            assert out.startswith(("correct:", "not yet:")), (
+                f"a check cell that printed no verdict: {out[:120]!r}"
+            )
+            checks += out.startswith(
+                "correct:"
+            )  # the stored notebook holds the reference answer
+    assert checks, (
+        "no 'your turn' cell: let the reader write a line and check it with "
+        "companion.exercises.check, the stored notebook holding a reference answer "
+        "('correct:')"
+    )
+
+
+@pytest.mark.parametrize("chapter", CRAFTED)
+def test_the_chapter_measures_its_own_run_time(chapter):
+    nb = load(BOOK / f"{chapter}.ipynb")
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    assert "ChapterClock()" in "".join(code[1]["source"]), (
+        "start the clock in the first code cell after the install cell: "
+        "clock = ChapterClock()"
+    )
+    finish = [c for c in code if ".finish(" in "".join(c["source"])]
+    assert len(finish) == 1 and "nbval-ignore-output" in finish[0]["metadata"].get(
+        "tags", []
+    ), "read the clock once, at the end, in a cell tagged nbval-ignore-output"
+    assert finish[0] is code[-1], (
+        "the clock is read in the last code cell (it times the whole chapter)"
+    )
+    glued = {
+        o["metadata"]["scrapbook"]["name"]
+        for o in finish[0]["outputs"]
+        if "scrapbook" in o.get("metadata", {})
+    }
+    assert {"chapter_run_time", "chapter_conditions", "chapter_train_images"} <= glued
+    text = "\n".join(_markdown(BOOK / f"{chapter}.ipynb"))
+    for name in ("chapter_run_time", "chapter_conditions", "chapter_train_images"):
+        role = f"{{glue:text}}`{name}`"
+        assert role in text, f"state {name} in the prose with {role}"

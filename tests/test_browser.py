@@ -3,10 +3,19 @@
 The book is built the way `make book` builds it (warnings are errors), then:
 - without a browser: every internal link, image, script and stylesheet of every page resolves,
   anchors included;
+- without a browser, the textbook apparatus: every citation, glossary link and
+  {numref}/{ref}/{doc} cross-reference in a page's source is resolved in the page (no
+  empty "[]" citation, no unlinked cross-reference, no "???"), as many as it has;
 - in headless Chromium (Debian's chromium + chromedriver, driven by selenium; `make
-  browser-deps` installs them): every page loads without console errors, its images load, its
-  math is typeset by MathJax, every chapter page has a Colab launch link to its own notebook,
-  and a screenshot of each chapter is saved in _build/screenshots/.
+  browser-deps` installs them): every page loads without console errors, its images
+  load (the SVG diagrams of book/figures/ included), its math is typeset by MathJax,
+  every chapter page has a Colab launch link to its own notebook, and a screenshot of
+  each chapter is saved in _build/screenshots/.
+
+Where: the book is built into <repo>/_build like `make book`; BOOK_OUTPUT=/some/dir
+builds into /some/dir/_build instead (`jupyter-book build --path-output`, so parallel
+builds do not collide), and BOOK_PREBUILT=1 checks the HTML already there without
+building (a build made by hand, e.g. with `--toc` or `--keep-going`).
 
 Pages are served from _build/html on 127.0.0.1. The one third-party resource the pages load,
 MathJax 3 from its CDN, is served from the copy in the django-static-mathjax package (this
@@ -35,12 +44,12 @@ from pathlib import Path
 from urllib.parse import unquote, urldefrag, urlparse
 
 import pytest
-from test_book import colab_url, toc_notebooks
+from test_book import _role_targets, colab_url, load, toc_notebooks
 
 pytestmark = pytest.mark.book  # builds the book: `pytest -m 'not slow and not book'` skips it
 
 ROOT = Path(__file__).resolve().parents[1]
-BUILD = ROOT / "_build"
+BUILD = Path(os.environ.get("BOOK_OUTPUT") or ROOT).resolve() / "_build"
 HTML = BUILD / "html"
 SCREENSHOTS = BUILD / "screenshots"
 MATHJAX_CDN = "https://cdn.jsdelivr.net/npm/mathjax@3/"
@@ -63,9 +72,28 @@ KNOWN_CONSOLE_MESSAGES = {
 @pytest.fixture(scope="module")
 def book() -> Path:
     """_build/html, built now exactly as `make book` builds it (incremental when nothing changed)."""
-    jupyter_book = [sys.executable, "-c", "from jupyter_book.cli.main import main; main()"]
-    proc = subprocess.run([*jupyter_book, "build", ".", "-W", "-n", "--keep-going"], cwd=ROOT, capture_output=True, text=True)
-    assert proc.returncode == 0, f"the book does not build:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    if os.environ.get("BOOK_PREBUILT") == "1":
+        assert (HTML / "index.html").is_file(), (
+            f"BOOK_PREBUILT=1 but there is no build in {HTML}"
+        )
+        return HTML
+    jupyter_book = [
+        sys.executable,
+        "-c",
+        "from jupyter_book.cli.main import main; main()",
+    ]
+    output = (
+        ["--path-output", str(BUILD.parent)] if os.environ.get("BOOK_OUTPUT") else []
+    )
+    proc = subprocess.run(
+        [*jupyter_book, "build", ".", "-W", "-n", "--keep-going", *output],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, (
+        f"the book does not build:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    )
     return HTML
 
 
@@ -146,6 +174,193 @@ def test_the_link_check_finds_a_broken_link_and_a_broken_anchor(tmp_path):
     ]
 
 
+# -------------------------------------------- the textbook apparatus, without a browser
+
+_VOID = {
+    "area",
+    "base",
+    "br",
+    "col",
+    "embed",
+    "hr",
+    "img",
+    "input",
+    "link",
+    "meta",
+    "source",
+    "track",
+    "wbr",
+}
+
+
+class _Xrefs(html.parser.HTMLParser):
+    """What a page shows of its cross-references.
+
+    Resolved ones are links; unresolved ones are Sphinx's bare ``xref`` spans
+    (``<span class="xref std std-term">``) or empty citations ``[]``.
+    """
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.stack: list[tuple[str, str]] = []  # (tag, class) of the open elements
+        self.resolved = {"cite": 0, "term": 0, "numref": 0}
+        self.unresolved: list[str] = []
+        self.empty_cites = 0
+        self.text: list[str] = []
+        self._capture: int | None = (
+            None  # depth of an unresolved xref whose text we collect
+        )
+
+    def _inside(self, tag=None, cls=None) -> bool:
+        return any(
+            (tag is None or t == tag) and (cls is None or cls in c.split())
+            for t, c in self.stack
+        )
+
+    def handle_starttag(self, tag, attrs):
+        cls = dict(attrs).get("class") or ""
+        classes = cls.split()
+        kind = next((k for k in ("term", "numref") if f"std-{k}" in classes), None)
+        if kind and self._inside("a"):
+            self.resolved[kind] += 1  # a resolved numref is a plain span in the link
+        elif "xref" in classes and not self._inside("a") and self._capture is None:
+            self._capture = len(self.stack)
+            self.unresolved.append(f"{'std-' + kind if kind else classes[-1]}: ")
+        if tag == "a" and self._inside("span", "bibtex-citation"):
+            self.resolved["cite"] += 1
+        if tag not in _VOID:
+            self.stack.append((tag, cls))
+
+    def handle_endtag(self, tag):
+        while self.stack:
+            if self.stack.pop()[0] == tag:
+                break
+        if self._capture is not None and len(self.stack) <= self._capture:
+            self._capture = None
+
+    def handle_data(self, data):
+        if self._capture is not None:
+            self.unresolved[-1] += data
+        if (
+            self.stack
+            and "bibtex-citation" in self.stack[-1][1].split()
+            and data.strip() == "[]"
+        ):
+            self.empty_cites += 1
+        if not self._inside("script") and not self._inside("style"):
+            self.text.append(data)
+
+
+def apparatus_problems(html_page: Path) -> list[str]:
+    """Unresolved citations and cross-references in a built page, as seen."""
+    seen = _Xrefs()
+    seen.feed(html_page.read_text(encoding="utf-8"))
+    problems = [f"unresolved {u.strip()!r}" for u in seen.unresolved]
+    problems += [
+        "an empty citation '[]' (a {cite} key that is not in references.bib)"
+    ] * seen.empty_cites
+    text = "".join(seen.text)
+    problems += [
+        f"{marker!r} in the text"
+        for marker in ("???", "undefined label")
+        if marker in text
+    ]
+    return problems
+
+
+def _source_markdown(source: Path) -> str:
+    """A page's Markdown and figure captions, without code blocks."""
+    if source.suffix == ".md":
+        parts = [source.read_text()]
+    else:
+        cells = load(source)["cells"]
+        parts = ["".join(c["source"]) for c in cells if c["cell_type"] == "markdown"]
+        parts += [
+            c["metadata"].get("mystnb", {}).get("figure", {}).get("caption", "")
+            for c in cells
+        ]
+    kept, fences = [], []  # fences: the open ones, (marker, is code)
+    for line in "\n".join(parts).splitlines():
+        m = re.match(r"\s*(`{3,}|~{3,}|:{3,})(.*)$", line)
+        if (
+            m
+            and fences
+            and m[1][0] == fences[-1][0][0]
+            and len(m[1]) >= len(fences[-1][0])
+            and not m[2].strip()
+        ):
+            fences.pop()
+        elif m and not (fences and fences[-1][1]):
+            fences.append((m[1], not m[2].strip().startswith("{")))
+        elif not any(code for _, code in fences):
+            kept.append(line)
+    return re.sub(r"``.*?``", "", "\n".join(kept))
+
+
+def expected_references(source: Path) -> dict[str, int]:
+    """How many citations (one per key), glossary links and {numref}s a source makes."""
+    text = _source_markdown(source)
+    return {kind: len(_role_targets(text, kind)) for kind in ("cite", "term", "numref")}
+
+
+def resolved_references(html_page: Path) -> dict[str, int]:
+    seen = _Xrefs()
+    seen.feed(html_page.read_text(encoding="utf-8"))
+    return seen.resolved
+
+
+def _sources(html_root: Path) -> dict[str, Path]:
+    """Built page -> the notebook or Markdown file it was built from."""
+    found = {}
+    for page in pages(html_root):
+        for suffix in (".ipynb", ".md"):
+            source = ROOT / Path(page).with_suffix(suffix)
+            if source.is_file():
+                found[page] = source
+                break
+    return found
+
+
+def test_citations_glossary_links_and_numbers_resolve(book):
+    """Every citation resolves to the bibliography, every {term} to the glossary, every
+    {numref}/{ref}/{doc} to its target: no bare xref, no '[]', no '???' on any page, and
+    each page shows as many resolved citations, glossary links and numbered references
+    as its source makes."""
+    problems = {page: apparatus_problems(book / page) for page in pages(book)}
+    problems = {page: p for page, p in problems.items() if p}
+    assert not problems, problems
+    sources = _sources(book)
+    assert any(expected_references(s)["cite"] for s in sources.values()), (
+        "no page cites anything: the check would prove nothing"
+    )
+    mismatched = {}
+    for page, source in sources.items():
+        expected, shown = expected_references(source), resolved_references(book / page)
+        if expected != shown:
+            mismatched[page] = {"source": expected, "page": shown}
+    assert not mismatched, mismatched
+
+
+def test_the_apparatus_check_finds_unresolved_references(tmp_path):
+    page = tmp_path / "x.html"
+    page.write_text(
+        '<p><span class="bibtex-citation">[]</span> <span class="bibtex-citation">'
+        '[<a href="b.html#id1">VSP+17</a>]</span>'
+        ' <a href="g.html#term-Token"><span class="xref std std-term">token</span></a>'
+        ' <span class="xref std std-term">Nonterm</span> <img src="x.svg">'
+        ' <code class="xref std std-numref docutils literal">'
+        '<span class="pre">fig-none</span></code>'
+        ' <a href="#f"><span class="std std-numref">Fig. 1</span></a> ??? </p>'
+    )
+    assert apparatus_problems(page) == [
+        "unresolved 'std-term: Nonterm'",
+        "unresolved 'std-numref: fig-none'",
+        "an empty citation '[]' (a {cite} key that is not in references.bib)",
+        "'???' in the text",
+    ]
+    assert resolved_references(page) == {"cite": 1, "term": 1, "numref": 1}
+
+
 # --------------------------------------------------------------------------------- in Chromium
 
 def _find_browser() -> tuple[str, str] | str:
@@ -218,6 +433,9 @@ INSPECT = """
 return {
   title: document.title,
   brokenImages: Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.currentSrc || i.src),
+  svgImages: Array.from(document.images)
+    .filter(i => /\\.svg([?#]|$)/.test(i.currentSrc || i.src))
+    .map(i => [i.currentSrc || i.src, i.naturalWidth, i.alt]),
   links: Array.from(document.querySelectorAll('a[href]')).map(a => a.href),
   math: document.querySelectorAll('.math').length,
   typeset: document.querySelectorAll('.math mjx-container').length,
@@ -311,6 +529,32 @@ def test_every_image_and_internal_link_loads(visits):
     problems = {page: seen["brokenImages"] + seen["http_errors"] for page, seen in _pages(visits).items()}
     problems = {page: p for page, p in problems.items() if p}
     assert not problems and not visits.get("<links>"), (problems, visits.get("<links>"))
+
+
+def diagrams_in_sources() -> dict[str, set[str]]:
+    """Built page -> the SVG diagrams (names in book/figures/) that its source shows."""
+    found = {}
+    for page, source in _sources(HTML).items():
+        names = set(re.findall(r"figures/([\w.-]+\.svg)", _source_markdown(source)))
+        if names:
+            found[page] = names
+    return found
+
+
+def test_svg_diagrams_load_with_alt_text(visits):
+    """Every SVG image renders (a nonzero natural width) and has alt text, and every
+    diagram a chapter's source shows is on its page."""
+    for page, seen in _pages(visits).items():
+        for src, width, alt in seen["svgImages"]:
+            assert width > 0, f"{page}: the SVG {src} did not render"
+            assert alt.strip(), f"{page}: the SVG {src} has no alt text"
+    for page, names in diagrams_in_sources().items():
+        shown = {
+            Path(urlparse(src).path).name for src, _, _ in visits[page]["svgImages"]
+        }
+        assert names <= shown, (
+            f"{page}: diagrams in the source but not on the page: {names - shown}"
+        )
 
 
 def test_math_is_typeset_by_mathjax(visits):
