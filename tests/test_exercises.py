@@ -207,3 +207,256 @@ def test_chapter_clock_glues_what_the_prose_quotes(monkeypatch):
 def test_chapter_clock_rejects_a_count_that_is_not_one():
     with pytest.raises(ValueError, match="count of images"):
         book.ChapterClock().finish(train_images=5000.0, glue_prefix=None)
+
+
+# ------------------------------------------------------------------ ch6-absorb
+
+
+def reference_absorb(W, b, mu, sigma):
+    return W / sigma, b - (mu / sigma) * W.sum(dim=1)
+
+
+def test_absorb_accepts_the_reference_and_an_equivalent_form():
+    assert grade("ch6-absorb", reference_absorb) is None
+    assert grade("ch6-absorb", lambda W, b, m, s: [W / s, b - W @ torch.full(
+        (W.shape[1],), m / s)]) is None
+
+
+@pytest.mark.parametrize(
+    "answer, words",
+    [
+        (lambda W, b, m, s: (W / s, b), "bias is unchanged"),
+        (lambda W, b, m, s: (W / s, b + (m / s) * W.sum(1)), "wrong sign"),
+        (lambda W, b, m, s: (W / s, b - m * W.sum(1)), "mu / sigma, not mu"),
+        (lambda W, b, m, s: (W * s, b), "multiplied by sigma"),
+        (lambda W, b, m, s: (W / s, b - (m / s) * W.sum(1) + 0.1), "differ"),
+        (lambda W, b, m, s: (W.sum(1), b), "do not reduce"),
+        (lambda W, b, m, s: (W / s, (b - (m / s) * W.sum(1))[:1]), "dim=1"),
+        (lambda W, b, m, s: W / s, "(weight, bias)"),
+        ("W / sigma", "is a function"),
+    ],
+    ids=["bias kept", "sign", "mu only", "times sigma", "off", "reduced weight",
+         "bias shape", "one tensor", "a string"],
+)
+def test_absorb_hint_names_the_mistake(answer, words):
+    hint = grade("ch6-absorb", answer)
+    assert hint is not None and words in hint, hint
+
+
+# ------------------------------------------------------------------ ch3-prenorm
+
+
+def reference_pre_norm(x, block):
+    x = x + block.attn(block.norm1(x))
+    return x + block.ffn(block.norm2(x))
+
+
+def _post_norm(x, b):
+    x = b.norm1(x + b.attn(x))
+    return b.norm2(x + b.ffn(x))
+
+
+def _normalised_stream(x, b):
+    x = b.norm1(x)
+    x = x + b.attn(x)
+    x = b.norm2(x)
+    return x + b.ffn(x)
+
+
+def _shared_norm(x, b):
+    x = x + b.attn(b.norm1(x))
+    return x + b.ffn(b.norm1(x))
+
+
+def _ffn_first(x, b):
+    x = x + b.ffn(b.norm2(x))
+    return x + b.attn(b.norm1(x))
+
+
+def test_prenorm_accepts_the_two_lines_and_leaves_the_generators_alone():
+    state = torch.random.get_rng_state()
+    assert grade("ch3-prenorm", reference_pre_norm) is None
+    assert torch.equal(state, torch.random.get_rng_state())
+
+
+@pytest.mark.parametrize(
+    "answer, words",
+    [
+        (_post_norm, "post-norm"),
+        (lambda x, b: b.ffn(b.norm2(b.attn(b.norm1(x)))), "residual"),
+        (_normalised_stream, "normalised x"),
+        (_shared_norm, "norm2 for the FFN"),
+        (lambda x, b: x + b.attn(b.norm1(x)), "only the attention line"),
+        (_ffn_first, "attention comes first"),
+        (lambda x, b: b(x), "calls the whole block"),
+        (lambda x, b: x[:, 0], "keeps [batch, tokens, dim]"),
+        (lambda x, b: 2 * x, "differs from the pre-norm block's"),
+        (3, "a function"),
+    ],
+)
+def test_prenorm_hint_names_the_mistake(answer, words):
+    hint = grade("ch3-prenorm", answer)
+    assert hint is not None and words in hint, hint
+
+
+# ------------------------------------------------ ch0-shapes, ch1-patches, ch2-attention
+def test_ch0_shapes_accepts_the_real_shapes_and_names_the_wrong_axis():
+    assert grade("ch0-shapes", ((2, 5, 4), (2, 5, 5))) is None
+    assert grade("ch0-shapes", [[2, 5, 4], torch.Size([2, 5, 5])]) is None
+    assert "tokens_q, tokens_k" in grade("ch0-shapes", ((2, 5, 4), (2, 4, 4)))
+    assert "batch axis" in grade("ch0-shapes", ((2, 5, 4), (5, 5)))
+    assert "one vector per token" in grade("ch0-shapes", ((2, 5, 5), (2, 5, 5)))
+    assert "pair of shapes" in grade("ch0-shapes", 3)
+
+
+def _patches(right):
+    from einops import rearrange
+
+    def to_patches(x, p):
+        return rearrange(x, f"b c (gh p1) (gw p2) -> {right}", p1=p, p2=p)
+
+    return to_patches
+
+
+def test_ch1_patches_accepts_patchify_and_names_each_mistake():
+    from companion import patchify
+
+    assert grade("ch1-patches", patchify) is None
+    assert grade("ch1-patches", _patches("b (gh gw) (p1 p2 c)")) is None
+    cases = {
+        "memory order": lambda x, p: x.reshape(len(x), -1, p * p * x.shape[1]),
+        "F.unfold": lambda x, p: F.unfold(x, p, stride=p).transpose(1, 2),
+        "column by column": _patches("b (gw gh) (p1 p2 c)"),
+        "transposed": _patches("b (gh gw) (p2 p1 c)"),
+        "expected (2, 49, 48)": lambda x, p: _patches("b (gh gw) (p1 p2 c)")(x, 7),
+    }
+    for words, answer in cases.items():
+        hint = grade("ch1-patches", answer)
+        assert hint is not None and words in hint, (words, hint)
+
+
+def _attention(scale=None, dim=-1):
+    import math
+
+    def attention(q, k, v):
+        s = q @ k.transpose(-2, -1)
+        s = s / (math.sqrt(q.shape[-1]) if scale is None else scale(q, v))
+        return s.softmax(dim) @ v
+
+    return attention
+
+
+def test_ch2_attention_accepts_the_formula_and_names_each_mistake():
+    assert grade("ch2-attention", _attention()) is None
+    assert grade("ch2-attention", F.scaled_dot_product_attention) is None
+    cases = {
+        "not scaled": _attention(scale=lambda q, v: 1.0),
+        "square root": _attention(scale=lambda q, v: q.shape[-1]),
+        "over the keys": _attention(dim=-2),
+        "values' width": _attention(scale=lambda q, v: v.shape[-1] ** 0.5),
+        "raised RuntimeError": lambda q, k, v: (q @ k).softmax(-1) @ v,
+    }
+    for words, answer in cases.items():
+        hint = grade("ch2-attention", answer)
+        assert hint is not None and words in hint, (words, hint)
+
+
+# ------------------------------------------------------------------ ch5-normalise
+
+
+def _normalised(raw):
+    from companion import MNIST_MEAN, MNIST_STD
+
+    return ((raw / 255 - MNIST_MEAN) / MNIST_STD).unsqueeze(1)
+
+
+def test_normalise_accepts_the_formula_and_torchvision_style_float64():
+    assert grade("ch5-normalise", _normalised) is None
+    assert grade("ch5-normalise", lambda r: _normalised(r.double())) is None
+
+
+@pytest.mark.parametrize(
+    "answer, words",
+    [
+        (lambda r: _normalised(r).squeeze(1), "unsqueeze(1)"),
+        (lambda r: _normalised(r.float() * 255), "divide by 255"),
+        (lambda r: (r / 255).unsqueeze(1), "not standardised"),
+        (lambda r: r.unsqueeze(1), "integer pixels"),
+        (lambda r: [r], "not a tensor"),
+        (lambda r: _normalised(r)[:, :, :14], "expected (3, 1, 28, 28)"),
+        (lambda r: _normalised(r) + 1, "normalised background is -0.4242"),
+        (lambda r: r.float().mean(dim=9), "raised IndexError"),
+    ],
+    ids=["no channel", "no /255", "no standardising", "uint8", "list", "cropped",
+         "off by one", "crashes"],
+)
+def test_normalise_hint_names_the_mistake(answer, words):
+    hint = grade("ch5-normalise", answer)
+    assert hint is not None and words in hint, hint
+
+
+def test_normalise_hint_for_swapped_constants_and_precedence():
+    from companion import MNIST_MEAN, MNIST_STD
+
+    swapped = grade(
+        "ch5-normalise", lambda r: ((r / 255 - MNIST_STD) / MNIST_MEAN).unsqueeze(1)
+    )
+    precedence = grade(
+        "ch5-normalise", lambda r: (r / 255 - MNIST_MEAN / MNIST_STD).unsqueeze(1)
+    )
+    assert "swapped" in swapped and "parentheses" in precedence
+
+
+# --------------------------------------------------------------- ch7-causal-mask
+
+
+def test_causal_mask_accepts_tril_and_the_companions_own():
+    from companion.attention import causal_mask
+
+    assert grade("ch7-causal-mask", causal_mask) is None
+    assert (
+        grade("ch7-causal-mask", lambda T: torch.ones(T, T, dtype=torch.bool).tril())
+        is None
+    )
+
+
+@pytest.mark.parametrize(
+    "answer, words",
+    [
+        (lambda T: torch.ones(T, T, dtype=torch.bool).triu(), "upper triangle"),
+        (lambda T: torch.ones(T, T, dtype=torch.bool).triu(1), "BLOCKED"),
+        (lambda T: torch.ones(T, T, dtype=torch.bool).tril(-1), "diagonal is blocked"),
+        (lambda T: torch.ones(T, T).tril(), "boolean"),
+        (lambda T: torch.ones(T, T, dtype=torch.bool), "later key"),
+        (lambda T: torch.ones(T, dtype=torch.bool), "shape"),
+        (lambda T: [[True]], "not a tensor"),
+    ],
+)
+def test_causal_mask_hint_names_the_mistake(answer, words):
+    hint = grade("ch7-causal-mask", answer)
+    assert hint is not None and words in hint
+
+
+# ------------------------------------------------------------------------ ch8-ffn
+
+
+def test_ffn_accepts_an_activation_between_the_linears():
+    for act in (nn.GELU(), nn.ReLU(), nn.Tanh()):
+        torch.manual_seed(0)
+        ffn = nn.Sequential(nn.Linear(49, 196), act, nn.Linear(196, 49))
+        assert grade("ch8-ffn", ffn) is None
+
+
+@pytest.mark.parametrize(
+    "layers, words",
+    [
+        ([nn.Linear(49, 196), nn.Linear(196, 49)], "one linear map"),
+        ([nn.Linear(49, 196), nn.Identity(), nn.Linear(196, 49)], "one linear map"),
+        ([nn.Linear(49, 49), nn.GELU()], "keep the post's two"),
+        ([nn.Linear(49, 196), nn.GELU(), nn.Linear(196, 49), nn.Flatten()], "[2, 16, 49]"),
+    ],
+)
+def test_ffn_hint_names_the_mistake(layers, words):
+    torch.manual_seed(0)
+    hint = grade("ch8-ffn", nn.Sequential(*layers))
+    assert hint is not None and words in hint
