@@ -112,6 +112,7 @@ CRAFTED = [
     "03_encoder",
     "04_bugs",
     "05_vit_mnist",
+    "06_questions",
     "07_decoders",
     "08_casebook",
 ]
