@@ -18,7 +18,7 @@ endif
 # made this way.
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: setup book test lint notebooks browser-deps clean
+.PHONY: setup book test lint notebooks browser-deps gpu-check pretrained-check clean
 
 setup: $(VENV)/.installed
 
@@ -45,6 +45,17 @@ lint: setup
 # After changing companion/: re-execute the chapters so their stored outputs are true again.
 notebooks: setup
 	$(BIN)/python tools/run_notebooks.py
+
+# On a machine with a CUDA GPU (offline): every chapter through nbval on the GPU, the recipe
+# and GPT benchmarks, a summary (tools/gpu_check.py). Without a GPU it stops: "no CUDA GPU".
+# No `setup` prerequisite: such a machine may have no internet; uses .venv when it exists.
+gpu-check:
+	@py=$(BIN)/python; [ -x "$$py" ] || py=$(PYTHON); "$$py" tools/gpu_check.py
+
+# Rebuild the shipped trained ViT (companion/weights/vit_mnist.pt) and check it rebuilds
+# tensor for tensor (tools/build_pretrained.py; about 3 minutes on one quiet CPU core).
+pretrained-check: setup
+	$(BIN)/python tools/build_pretrained.py --check
 
 # Headless Chromium + ChromeDriver for tests/test_browser.py (the rendered book as a reader sees
 # it). Installs Debian's packages when they are missing and this is root; otherwise says so, and

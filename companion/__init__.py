@@ -30,6 +30,7 @@ from .layers import (
     SinusoidalPositionalEncoding,
     patchify,
 )
+from .pretrained import pretrained
 from .source import show_source
 from .text import CharTokenizer, tiny_shakespeare
 from .train import (
@@ -78,6 +79,7 @@ __all__ = [
     "mnist_loaders",
     "mnist_subset",
     "preset",
+    "pretrained",
     "patchify",
     "save_vit",
     "scaled_dot_product_attention",

@@ -127,7 +127,12 @@ def download_failure(exc: BaseException, train: bool) -> str:
     """The reason, for an MNIST download that failed: the error, the URLs tried, and the offline way."""
     from torchvision.datasets import MNIST
 
-    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = str(exc).strip()
+    first_line = text.splitlines()[0] if text else type(exc).__name__
+    # torchvision's "Error downloading X:\nTried <mirror>, got:\n<error>" per mirror: keep the last cause
+    causes = [part.strip().splitlines()[0] for part in text.split("got:\n")[1:] if part.strip()]
+    if causes:
+        first_line = f"{first_line} {causes[-1]}"
     archives = [name for name, _md5 in MNIST.resources if name.startswith("train" if train else "t10k")]
     urls = [f"{mirror}{archives[0]}" for mirror in MNIST.mirrors] if archives else list(MNIST.mirrors)
     return (

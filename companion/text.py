@@ -105,7 +105,8 @@ def tiny_shakespeare(root: str | os.PathLike | None = None, download: bool = Tru
             raise
         except Exception as exc:  # URLError, HTTPError, timeouts, a read-only folder
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise _not_found(path, f"the download failed ({type(exc).__name__}: {first})") from None
+            reason = f"the download failed ({type(exc).__name__}: {first})"
+            raise _not_found(path, f"{reason}; tried {TINY_SHAKESPEARE_URL}") from None
         finally:
             if tmp is not None:
                 tmp.unlink(missing_ok=True)  # no partial file left behind

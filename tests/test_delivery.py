@@ -30,6 +30,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+import tomllib
 import yaml
 from test_book import REPO_URL, load, toc_notebooks
 from test_sanitize import sanitize
@@ -294,7 +295,7 @@ def workflow_problems(paths: list[Path]) -> dict[str, list[str]]:
 
 def test_workflows_are_valid():
     paths = sorted(WORKFLOWS.glob("*.yml"))
-    assert {p.name for p in paths} >= {"tests.yml", "gpu-notebooks.yml", "book.yml"}
+    assert {p.name for p in paths} >= {"tests.yml", "gpu-notebooks.yml", "book.yml", "compat.yml"}
     problems = workflow_problems(paths)
     assert not any(problems.values()), problems
 
@@ -377,10 +378,63 @@ def test_gpu_workflow_cannot_pass_on_a_cpu_only_runner():
     runs = [step.get("run", "") for step in job["steps"]]
     assert runs[0].strip() == "nvidia-smi", "the first step must fail on a machine without an NVIDIA GPU"
     cuda = next(i for i, r in enumerate(runs) if "assert torch.cuda.is_available()" in r)
-    assert cuda < runs.index("make test"), "CUDA must be asserted before the notebooks run"
+    check = runs.index("make gpu-check")
+    assert cuda < check, "CUDA must be asserted before the notebooks run"
+    units = next(i for i, r in enumerate(runs) if "pytest tests" in r)
+    assert check < units, "the chapters (make gpu-check) and the unit tests both run on the GPU"
     bench = next(r for r in runs if "benchmarks/mnist.py" in r)
     assert "if [ -f benchmarks/mnist.py ]" in bench and "--full --device cuda" in bench and "--json bench.json" in bench
     assert any(s.get("uses", "").startswith("actions/upload-artifact") and s["with"]["path"] == "bench.json" for s in job["steps"])
+
+
+def test_gpu_check_stops_clearly_without_a_gpu():
+    """`make gpu-check` on a machine without CUDA (here, or any machine with the GPUs hidden)."""
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
+    proc = subprocess.run([sys.executable, ROOT / "tools" / "gpu_check.py"], capture_output=True, text=True, env=env, cwd=ROOT)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.startswith("gpu-check: no CUDA GPU: torch.cuda.is_available() is False"), proc.stderr
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    proc = subprocess.run(["make", "--no-print-directory", "gpu-check"], capture_output=True, text=True, env=env, cwd=ROOT)
+    assert proc.returncode != 0 and "gpu-check: no CUDA GPU" in proc.stderr
+
+
+def test_gpu_check_runs_every_chapter_and_both_benchmarks_with_the_sanitizers(tmp_path):
+    """What tools/gpu_check.py runs (its commands: it cannot run here)."""
+    tool = _load_tool("gpu_check")
+    cmd = tool.commands("python", tmp_path, 4, tmp_path / "b.json")
+    nbval = cmd["nbval"]
+    assert nbval[:4] == ["python", "-m", "pytest", "book"] and "--nbval-lax" not in nbval and "-o" not in nbval
+    addopts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]["addopts"]
+    assert "--nbval" in addopts and addopts[addopts.index("--nbval-sanitize-with") + 1] == "nbval_sanitize.cfg"
+    assert cmd["mnist"][1] == "benchmarks/mnist.py" and cmd["mnist"][2:4] == ["--device", "cuda"]
+    assert cmd["gpt"][1:4] == ["benchmarks/gpt_char.py", "--data", str(tmp_path)]
+    assert all((ROOT / c[1]).is_file() for c in (cmd["mnist"], cmd["gpt"]))
+    assert tool.SHARED_DATA == ROOT.parent / "shared" / "data"
+
+
+def test_compat_workflow_tests_both_ends_of_the_version_range():
+    wf = _workflow("compat.yml")
+    assert "schedule" in wf["on"] and "pull_request" in wf["on"]
+    assert {"companion/**", "requirements.txt", "pyproject.toml"} <= set(wf["on"]["pull_request"]["paths"])
+    (job,) = wf["jobs"].values()
+    rows = job["strategy"]["matrix"]["include"]
+    newest = next(r for r in rows if r["torch"] == "")
+    floor = next(r for r in rows if r["torch"])
+    assert newest["python"] == "3.12" and newest["torchvision"] == ""
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert f"torch>={floor['torch'].lstrip('=').rsplit('.', 1)[0]}" in deps, "the floor tested is the floor promised"
+    assert f"torchvision>={floor['torchvision'].lstrip('=').rsplit('.', 1)[0]}" in deps
+    runs = _runs(wf)
+    assert 'pytest tests -m "not slow and not book"' in runs and "--nbval-lax" in runs and "pytest book" in runs
+    readme = (ROOT / "README.md").read_text()
+    assert f"torch {floor['torch'].lstrip('=')}" in readme, "README states the tested floor"
+
+
+def _load_tool(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_book_workflow_builds_with_warnings_as_errors_and_deploys_to_pages():
