@@ -1,12 +1,17 @@
 """Companion package of *Transformers That Train*.
 
-One module per idea: :mod:`~companion.attention`, :mod:`~companion.layers`,
-:mod:`~companion.encoder`, :mod:`~companion.vit`, :mod:`~companion.data`,
-:mod:`~companion.augment`, :mod:`~companion.train`, :mod:`~companion.recipe`,
-:mod:`~companion.baselines`, :mod:`~companion.doctor` (a bug detector),
-:mod:`~companion.bugs` (the broken models chapter 4 diagnoses),
-:mod:`~companion.experiments` (seeded, budgeted comparisons; chapter 6) with
-:mod:`~companion.edits` and :mod:`~companion.probes`.
+One module per idea. Models (torch and einops only): :mod:`~companion.attention`,
+:mod:`~companion.layers`, :mod:`~companion.encoder`, :mod:`~companion.decoder`,
+:mod:`~companion.gpt`, :mod:`~companion.vit`. On top of them: data
+(:mod:`~companion.data`, :mod:`~companion.idx`, :mod:`~companion.text`,
+:mod:`~companion.augment`), training (:mod:`~companion.train`, :mod:`~companion.recipe`,
+:mod:`~companion.distributed`, :mod:`~companion.pretrained`,
+:mod:`~companion.baselines`), the bug detector (:mod:`~companion.doctor`,
+:mod:`~companion.checkup`, :mod:`~companion.checks`, :mod:`~companion.doctor_cli`) and
+what it is taught on (:mod:`~companion.bugs`, :mod:`~companion.casebook`,
+:mod:`~companion.toy_seq2seq`), seeded comparisons (:mod:`~companion.experiments` with
+:mod:`~companion.edits` and :mod:`~companion.probes`), and book support
+(:mod:`~companion.source`, :mod:`~companion.book`, :mod:`~companion.exercises`).
 """
 
 from . import experiments  # noqa: E402,F401  compare/Trial/Budget/Results (chapter 6)
