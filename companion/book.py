@@ -41,6 +41,7 @@ __all__ = [
     "RunTime",
     "format_duration",
     "glue",
+    "glue_results",
     "glue_table",
     "markdown_table",
 ]
@@ -116,6 +117,20 @@ def glue_table(
     table = Markdown(markdown_table(header, list(rows), align))
     glue(name, table, display=False)
     return table
+
+
+def glue_results(name: str, results, metrics: Sequence[str] | None = None):
+    """Glue an experiment's ``Results`` as a numbered table's body, and its setting.
+
+    ``name`` holds the table (one row per configuration, ``mean ± std`` per metric; see
+    :func:`glue_table`), ``name + "_setting"`` the line that says what the rows are averaged
+    over (seeds, budget), for the prose next to the table: a caption cannot hold glue.
+    ``results`` is anything with ``rows(metrics) -> (header, rows)`` and ``setting``, as
+    :class:`companion.experiments.Results`. Returns the table, for Jupyter and Colab.
+    """
+    header, rows = results.rows(metrics)
+    glue(f"{name}_setting", results.setting, display=False)
+    return glue_table(name, header, rows, align="l" + "r" * (len(header) - 1))
 
 
 def format_duration(seconds: float) -> str:

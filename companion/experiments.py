@@ -353,19 +353,24 @@ class Results:
         lines += ["| " + " | ".join(row) + " |" for row in body]
         return "\n".join(lines)
 
-    def _caption(self) -> str:
+    @property
+    def setting(self) -> str:
+        """What every row was averaged over: ``mean ± std over 3 seeds [0, 1, 2]; 2 epoch(s), ...``."""
         seeds = self.seeds
         text = f"mean ± std over {len(seeds)} seed{'s' if len(seeds) > 1 else ''} {seeds}"
         if self.budget is not None:
             b = self.budget
-            text += f"; {b.epochs} epoch(s), batch {b.batch_size}, {b.train_size or 'all'} training images, {b.test_size or 'all'} test images"
+            epochs = f"{b.epochs} epoch{'s' if b.epochs != 1 else ''}"
+            train = f"{b.train_size:,}" if b.train_size else "all"
+            test = f"{b.test_size:,}" if b.test_size else "all"
+            text += f"; {epochs}, batch {b.batch_size}, {train} training images, {test} test images"
         return text
 
     def __repr__(self) -> str:
         header, body = self.rows()
         widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
         lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in [header, *body]]
-        return "\n".join([lines[0], "-" * len(lines[0]), *lines[1:], f"({self._caption()})"])
+        return "\n".join([lines[0], "-" * len(lines[0]), *lines[1:], f"({self.setting})"])
 
     def _repr_html_(self) -> str:
         from html import escape
@@ -373,7 +378,7 @@ class Results:
         header, body = self.rows()
         th = "".join(f"<th>{escape(h)}</th>" for h in header)
         trs = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>" for row in body)
-        return f"<table><caption>{escape(self._caption())}</caption><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table>"
+        return f"<table><caption>{escape(self.setting)}</caption><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table>"
 
     def plot(
         self,
@@ -423,7 +428,7 @@ class Results:
             if any(groups.values()):
                 ax.legend(fontsize=8)
         ax.set_ylabel(metric + (" (%)" if scale == 100.0 else ""))
-        ax.set_title(title if title is not None else self._caption(), fontsize=9)
+        ax.set_title(title if title is not None else self.setting, fontsize=9)
         ax.grid(alpha=0.3, axis="y")
         return ax
 

@@ -176,6 +176,27 @@ def test_glue_table_returns_the_markdown_it_glues(monkeypatch):
     assert glued["t"] is table and table.data == "| a |\n| :-- |\n| 1 |\n| 2 |\n"
 
 
+def test_glue_results_numbers_a_results_table_and_glues_its_setting(monkeypatch):
+    from companion.experiments import Budget, Results
+
+    glued = {}
+    monkeypatch.setattr(
+        book, "_myst_glue", lambda name, value, display: glued.update({name: value})
+    )
+    runs = {"a": {0: {"accuracy": 0.5}, 1: {"accuracy": 0.7}}, "b": {0: {"accuracy": 0.9}, 1: {"accuracy": 0.9}}}
+    results = Results(runs, budget=Budget(train_size=100, test_size=50, epochs=1))
+    table = book.glue_results("q", results)
+    assert glued["q"] is table
+    assert table.data.splitlines() == [
+        "| configuration | accuracy |",
+        "| :-- | --: |",
+        "| a | 60.0 ± 14.1 % |",
+        "| b | 90.0 ± 0.0 % |",
+    ]
+    assert glued["q_setting"] == results.setting
+    assert "2 seeds [0, 1]" in results.setting and "100 training images" in results.setting
+
+
 def test_glue_does_nothing_without_myst_nb(monkeypatch):
     monkeypatch.setattr(book, "_myst_glue", None)
     book.glue("x", 1)  # no error: on Colab the chapters run without the book's tools
