@@ -249,6 +249,42 @@ def _figure_cells(nb) -> list[int]:
     ]
 
 
+def _tags(nb, i: int) -> list[str]:
+    return nb["cells"][i]["metadata"].get("tags", [])
+
+
+def _table_cells(nb) -> list[int]:
+    """Code cells whose stored output holds a table (HTML, or Markdown rows)."""
+
+    def is_table(output) -> bool:
+        data = output.get("data", {})
+        html, markdown = "".join(data.get("text/html", "")), "".join(
+            data.get("text/markdown", "")
+        )
+        return "<table" in html or bool(re.search(r"^\|.*\|\s*$", markdown, re.M))
+
+    return [
+        i
+        for i, c in enumerate(nb["cells"])
+        if c["cell_type"] == "code" and any(is_table(o) for o in c["outputs"])
+    ]
+
+
+def test_a_table_under_a_cell_is_found():
+    nb = {
+        "cells": [
+            {"cell_type": "code", "metadata": {}, "outputs": [
+                {"data": {"text/html": "<table><tr><td>1</td></tr></table>"}}]},
+            {"cell_type": "code", "metadata": {}, "outputs": [
+                {"data": {"text/markdown": "| a |\n| :-- |\n| 1 |\n"}}]},
+            {"cell_type": "code", "metadata": {}, "outputs": [
+                {"data": {"text/markdown": "```python\nx = a | b\n```"}}]},
+            {"cell_type": "markdown", "metadata": {}, "source": "| a |"},
+        ]
+    }
+    assert _table_cells(nb) == [0, 1]
+
+
 @pytest.mark.parametrize("chapter", CRAFTED)
 def test_figures_and_tables_are_numbered_and_referred_to(chapter):
     path = BOOK / f"{chapter}.ipynb"
@@ -271,6 +307,11 @@ def test_figures_and_tables_are_numbered_and_referred_to(chapter):
     ), (
         "a Markdown table outside a {table} directive: wrap it in "
         "```{table} caption / :name:"
+    )
+    shown = [i for i in _table_cells(nb) if "remove-output" not in _tags(nb, i)]
+    assert not shown, (
+        f"cells {shown} show a table under the cell: glue it (companion.book.glue_table "
+        "or glue_results), tag the cell remove-output and number it in a {table}"
     )
     defined = {
         name
