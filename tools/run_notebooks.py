@@ -10,6 +10,7 @@ saved with outputs and execution counts 1..N, without timing metadata.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -19,6 +20,18 @@ import yaml
 from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"  # the offline data beside the repository
+
+
+def ci_environment() -> None:
+    """What the Makefile exports for `make test`, for kernels started from here too.
+
+    One thread per process, and the offline data beside the repository when it is there
+    and COMPANION_DATA is not set (elsewhere the companion downloads MNIST).
+    """
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    if "COMPANION_DATA" not in os.environ and (SHARED_DATA / "MNIST" / "raw").is_dir():
+        os.environ["COMPANION_DATA"] = str(SHARED_DATA)
 
 
 def toc_notebooks() -> list[Path]:
@@ -45,6 +58,7 @@ def run(path: Path) -> float:
 
 
 if __name__ == "__main__":
+    ci_environment()
     paths = [Path(p).resolve() for p in sys.argv[1:]] or toc_notebooks()
     for p in paths:
         print(f"{p.relative_to(ROOT)}: {run(p):.1f}s", flush=True)
