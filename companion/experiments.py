@@ -355,7 +355,7 @@ class Results:
 
     @property
     def setting(self) -> str:
-        """What every row was averaged over: ``mean ± std over 3 seeds [0, 1, 2]; 2 epoch(s), ...``."""
+        """What every row was averaged over: ``mean ± std over 3 seeds [0, 1, 2]; 2 epochs, batch 32, ...``."""
         seeds = self.seeds
         text = f"mean ± std over {len(seeds)} seed{'s' if len(seeds) > 1 else ''} {seeds}"
         if self.budget is not None:
